@@ -1,0 +1,44 @@
+# Two entry points for a fresh machine (see README):
+#   make serve  -- set up .venv, build the embedded tiny model, run the app from serve_config.yaml
+#   make test   -- set up .venv, run ruff, mypy and the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The CPU wheel of torch that lies on this project's dev/CI machines; an unpinned torch pulls a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+export RAY_USAGE_STATS_ENABLED := 0
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup serve test lint typecheck unit bench-cpu tiny-model clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+tiny-model: setup
+	$(BIN)/securechat build-tiny-model
+
+serve: tiny-model
+	$(BIN)/serve run serve_config.yaml
+
+lint: setup
+	$(BIN)/ruff check securechat deployments tests benchmarks
+	$(BIN)/ruff format --check securechat deployments tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -q -m "not ray"
+
+test: lint typecheck
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,114 @@
+"""The engine contract: what a worker needs from a model runtime.
+
+An engine turns one decrypted request into a stream of text chunks. It never sees keys or ciphertext, and it
+must not log or raise with request content: exception messages name ids, counts and error kinds only.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How to pick tokens. temperature == 0 means greedy; seed makes sampling reproducible."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    request_id: str
+    messages: tuple[ChatMessage, ...]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationStats:
+    """Content-free numbers about one request, measured inside the engine."""
+
+    ttft_ms: float
+    total_ms: float
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def tokens_per_sec(self) -> float:
+        return self.output_tokens / (self.total_ms / 1000) if self.total_ms > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "ttft_ms": round(self.ttft_ms, 3),
+            "total_ms": round(self.total_ms, 3),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "tokens_per_sec": round(self.tokens_per_sec, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    """Newly decoded text. The last chunk of a request has ``stats`` set (its text may be empty)."""
+
+    text: str
+    num_tokens: int
+    stats: GenerationStats | None = None
+
+
+class EngineError(Exception):
+    """A request failed but the engine is healthy (the worker goes back to READY).
+
+    Messages must be content-free: a short reason code, never prompt or output text.
+    """
+
+
+class EngineDeadError(EngineError):
+    """The engine cannot serve any more requests (the worker goes to FAILED and Serve replaces it)."""
+
+
+class Engine(ABC):
+    """A model runtime inside one worker replica.
+
+    Lifecycle: construct (cheap, no I/O) -> ``await start()`` (loads weights) -> ``generate`` many times ->
+    ``await close()``. ``generate`` must never block the event loop: model steps run off it.
+    """
+
+    #: How many requests may be inside ``generate`` at once; the worker queues the rest.
+    max_concurrent_requests: int = 1
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Load tokenizer and weights. Raise EngineDeadError (content-free) on failure."""
+
+    @abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncIterator[TextChunk]:
+        """Stream the completion of ``request``; the final chunk carries GenerationStats.
+
+        Cancelling the consumer (closing the generator) must stop generation promptly and free its resources.
+        """
+
+    @abstractmethod
+    def count_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
+        """Prompt tokens after the chat template, for admission limits."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Free the model. Default: nothing to do."""

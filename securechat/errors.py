@@ -1,0 +1,36 @@
+"""Errors that may cross a trust boundary: opaque for crypto, content-free codes for everything else."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class InvalidCiphertext(Exception):
+    """The one error for every cryptographic failure: bad key, tag, header, sequence, recipient or truncation.
+
+    It never says which check failed (no oracle) and never carries data.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("invalid ciphertext")
+
+
+class InvalidFrame(ValueError):
+    """Wire framing is broken: a short, empty, oversize or trailing-garbage frame."""
+
+
+class ErrorCode(StrEnum):
+    """Content-free failure codes, shared by error frames, HTTP bodies, logs and metrics."""
+
+    INVALID_REQUEST = "invalid_request"
+    INVALID_ENVELOPE = "invalid_envelope"
+    STALE_KEYS = "stale_keys"
+    PROMPT_TOO_LONG = "prompt_too_long"
+    UNKNOWN_REGION = "unknown_region"
+    MODE_NOT_SUPPORTED = "mode_not_supported"
+    NO_WORKER = "no_worker_available"
+    WORKER_LOST = "worker_lost"
+    ENGINE_FAILED = "engine_failed"
+    OVERLOADED = "overloaded"
+    CANCELLED = "cancelled"
+    INTERNAL = "internal_error"

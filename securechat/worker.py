@@ -1,0 +1,206 @@
+"""The enclave side of a request: open the envelope, run the engine, seal every chunk.
+
+``EnclaveWorker`` is the plain-Python core of a worker replica; the Ray deployment is a thin wrapper. It is the
+only place where plaintext exists, and it keeps it for the life of one request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from securechat.engine.base import Engine, EngineDeadError, EngineError, GenerationStats
+from securechat.envelope import Envelope, open_request
+from securechat.errors import ErrorCode, InvalidCiphertext
+from securechat.keys import RecipientKey, WorkerKeys
+from securechat.logs import get_logger, log_event
+from securechat.request_body import InvalidRequestBody, RequestBody
+from securechat.state import StateMachine, WorkerState
+from securechat.stream import ResponseSealer, derive_response_key, make_error_frame
+
+logger = get_logger("worker")
+
+
+class WorkerObserver(Protocol):
+    """Content-free hooks for metrics. Implementations must be cheap and must not raise."""
+
+    def state_changed(self, previous: WorkerState, current: WorkerState) -> None: ...
+
+    def request_finished(self, stats: GenerationStats) -> None: ...
+
+    def request_failed(self, code: ErrorCode) -> None: ...
+
+
+class NullObserver:
+    def state_changed(self, previous: WorkerState, current: WorkerState) -> None:
+        pass
+
+    def request_finished(self, stats: GenerationStats) -> None:
+        pass
+
+    def request_failed(self, code: ErrorCode) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerIdentity:
+    """What a worker publishes about itself: no secrets."""
+
+    worker_id: str
+    region: str
+    public_keys: tuple[RecipientKey, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "region": self.region,
+            "keys": [key.to_dict() for key in self.public_keys],
+        }
+
+
+class EnclaveWorker:
+    def __init__(
+        self,
+        worker_id: str,
+        region: str,
+        engine: Engine,
+        max_new_tokens: int,
+        keys: WorkerKeys | None = None,
+        observer: WorkerObserver | None = None,
+    ) -> None:
+        self.worker_id = worker_id
+        self.region = region
+        self._engine = engine
+        self._max_new_tokens = max_new_tokens
+        self._keys = keys or WorkerKeys.generate()
+        self._observer: WorkerObserver = observer or NullObserver()
+        self._machine = StateMachine()
+        self._machine.subscribe(self._on_transition)
+        self._slots = asyncio.Semaphore(engine.max_concurrent_requests)
+        self._num_active = 0
+        self._num_streaming = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    @property
+    def state(self) -> WorkerState:
+        return self._machine.state
+
+    @property
+    def identity(self) -> WorkerIdentity:
+        return WorkerIdentity(self.worker_id, self.region, self._keys.public_keys)
+
+    async def start(self) -> None:
+        started = time.perf_counter()
+        try:
+            await self._engine.start()
+        except Exception as exc:
+            self._machine.transition(WorkerState.FAILED)
+            log_event(logger, "engine_start_failed", logging.ERROR, worker_id=self.worker_id,
+                      reason=type(exc).__name__)  # fmt: skip
+            raise EngineDeadError("engine failed to start") from None
+        self._machine.transition(WorkerState.READY)
+        load_ms = (time.perf_counter() - started) * 1000
+        log_event(logger, "worker_ready", worker_id=self.worker_id, load_ms=round(load_ms, 1),
+                  num_keys=len(self._keys.public_keys))  # fmt: skip
+
+    def check_health(self) -> None:
+        """Raise if this replica cannot serve (Serve's health check calls this)."""
+        if self.state in (WorkerState.FAILED, WorkerState.MODEL_LOADING):
+            raise RuntimeError(f"worker state {self.state}")
+
+    async def close(self) -> None:
+        await self._engine.close()
+
+    # -- one request -------------------------------------------------------------------------------------
+    async def run(self, envelope: Envelope) -> AsyncIterator[bytes]:
+        """Yield the response's frame payloads (not yet length-prefixed) for one envelope."""
+        request_id = envelope.header.request_id
+        if self.state not in (WorkerState.READY, WorkerState.BUSY, WorkerState.STREAMING):
+            self._observer.request_failed(ErrorCode.NO_WORKER)
+            yield make_error_frame(ErrorCode.NO_WORKER, request_id)
+            return
+        try:
+            opened = open_request(envelope, self._keys)
+        except InvalidCiphertext:
+            log_event(logger, "envelope_refused", logging.WARNING, request_id=request_id,
+                      worker_id=self.worker_id, error_code=ErrorCode.INVALID_ENVELOPE.value)  # fmt: skip
+            self._observer.request_failed(ErrorCode.INVALID_ENVELOPE)
+            yield make_error_frame(ErrorCode.INVALID_ENVELOPE, request_id)
+            return
+        sealer = ResponseSealer(derive_response_key(opened.dek, request_id), request_id)
+        try:
+            body = RequestBody.from_bytes(opened.body, self._max_new_tokens)
+        except InvalidRequestBody:
+            self._observer.request_failed(ErrorCode.INVALID_REQUEST)
+            yield sealer.seal_final({"worker_id": self.worker_id}, ErrorCode.INVALID_REQUEST)
+            return
+        async with self._slots:
+            async for frame in self._generate(body, request_id, sealer):
+                yield frame
+
+    async def _generate(self, body: RequestBody, request_id: str, sealer: ResponseSealer) -> AsyncIterator[bytes]:
+        self._enter()
+        streaming = False
+        try:
+            generation = self._engine.generate(body.to_generation_request(request_id))
+            async with aclosing(generation) as chunks:  # type: ignore[type-var]
+                async for chunk in chunks:
+                    if chunk.text:
+                        if not streaming:
+                            streaming = True
+                            self._start_streaming()
+                        yield sealer.seal_chunk(chunk.text)
+                    if chunk.stats is not None:
+                        self._observer.request_finished(chunk.stats)
+                        log_event(logger, "request_done", request_id=request_id, worker_id=self.worker_id,
+                                  **chunk.stats.as_dict())  # fmt: skip
+                        yield sealer.seal_final({"worker_id": self.worker_id, **chunk.stats.as_dict()})
+                        return
+            raise EngineError("engine_stream_ended_without_stats")
+        except EngineError as exc:
+            dead = isinstance(exc, EngineDeadError)
+            code = ErrorCode.PROMPT_TOO_LONG if str(exc) == "prompt_too_long" else ErrorCode.ENGINE_FAILED
+            log_event(logger, "request_failed", logging.ERROR if dead else logging.WARNING, request_id=request_id,
+                      worker_id=self.worker_id, error_code=code.value)  # fmt: skip
+            self._observer.request_failed(code)
+            if dead:
+                self._machine.transition(WorkerState.FAILED)
+            yield sealer.seal_final({"worker_id": self.worker_id}, code)
+        finally:
+            self._leave(streaming)
+
+    # -- state bookkeeping: READY when idle, STREAMING while any request streams, else BUSY ------------------
+    def _enter(self) -> None:
+        self._num_active += 1
+        self._sync_state()
+
+    def _start_streaming(self) -> None:
+        self._num_streaming += 1
+        self._sync_state()
+
+    def _leave(self, streaming: bool) -> None:
+        self._num_active -= 1
+        self._num_streaming -= int(streaming)
+        self._sync_state()
+
+    def _sync_state(self) -> None:
+        if self.state is WorkerState.FAILED:
+            return
+        if self._num_active == 0:
+            target = WorkerState.READY
+        elif self._num_streaming > 0:
+            target = WorkerState.STREAMING
+        else:
+            target = WorkerState.BUSY
+        if target is not self.state:
+            self._machine.transition(target)
+
+    def _on_transition(self, previous: WorkerState, current: WorkerState) -> None:
+        log_event(logger, "worker_state", logging.DEBUG, worker_id=self.worker_id,
+                  from_state=previous.value, to_state=current.value)  # fmt: skip
+        self._observer.state_changed(previous, current)

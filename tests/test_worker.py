@@ -1,0 +1,178 @@
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from securechat.engine.base import EngineDeadError, EngineError, GenerationStats
+from securechat.envelope import Envelope, seal_request
+from securechat.errors import ErrorCode
+from securechat.keys import Suite, WorkerKeys
+from securechat.request_body import RequestBody
+from securechat.state import WorkerState
+from securechat.stream import ErrorEvent, FinalEvent, ResponseOpener, TextEvent
+from securechat.worker import EnclaveWorker
+from tests.fakes import ScriptedEngine
+
+
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.transitions: list[tuple[str, str]] = []
+        self.finished: list[GenerationStats] = []
+        self.failed: list[ErrorCode] = []
+
+    def state_changed(self, previous: WorkerState, current: WorkerState) -> None:
+        self.transitions.append((previous.value, current.value))
+
+    def request_finished(self, stats: GenerationStats) -> None:
+        self.finished.append(stats)
+
+    def request_failed(self, code: ErrorCode) -> None:
+        self.failed.append(code)
+
+
+@pytest.fixture(scope="module")
+def keys() -> WorkerKeys:
+    return WorkerKeys.generate()
+
+
+def make_worker(keys: WorkerKeys, engine: ScriptedEngine) -> tuple[EnclaveWorker, RecordingObserver]:
+    observer = RecordingObserver()
+    worker = EnclaveWorker("w1", "us-west-1", engine, max_new_tokens=16, keys=keys, observer=observer)
+    return worker, observer
+
+
+def seal(keys: WorkerKeys, prompt: str = "hi", request_id: str = "req-1", suite: Suite = Suite.HPKE_X25519):
+    body = RequestBody.from_prompt(prompt).to_bytes()
+    return seal_request(body, request_id=request_id, tenant_id="t1", mode="plain", region="us-west-1",
+                        recipients=keys.public_keys, suite=suite)  # fmt: skip
+
+
+async def collect(frames: AsyncIterator[bytes]) -> list[bytes]:
+    return [frame async for frame in frames]
+
+
+def read(sealed, frames: list[bytes]) -> list[object]:  # type: ignore[no-untyped-def]
+    opener = ResponseOpener.for_request(sealed.dek, sealed.request_id)
+    return [opener.open(frame) for frame in frames]
+
+
+@pytest.mark.parametrize("suite", list(Suite))
+def test_pipeline_streams_sealed_chunks_and_metrics(keys: WorkerKeys, suite: Suite) -> None:
+    engine = ScriptedEngine()
+    sealed = seal(keys, "the prompt", suite=suite)
+    worker, observer = make_worker(keys, engine)
+    asyncio.run(worker.start())
+    frames = asyncio.run(collect(worker.run(sealed.envelope)))
+    events = read(sealed, frames)
+    assert events[:3] == [TextEvent("Hello"), TextEvent(", "), TextEvent("world")]
+    final = events[-1]
+    assert isinstance(final, FinalEvent) and final.error is None
+    assert final.metrics["output_tokens"] == 3 and final.metrics["worker_id"] == "w1"
+    assert engine.seen[-1].messages[0].content == "the prompt"
+    assert observer.transitions == [
+        ("MODEL_LOADING", "READY"), ("READY", "BUSY"), ("BUSY", "STREAMING"), ("STREAMING", "READY"),
+    ]  # fmt: skip
+    assert len(observer.finished) == 1
+    assert all(b"Hello" not in frame for frame in frames)
+
+
+def test_envelope_for_another_worker_gets_an_error_frame(keys: WorkerKeys) -> None:
+    worker, observer = make_worker(WorkerKeys.generate(suites=(Suite.HPKE_X25519,)), ScriptedEngine())
+    asyncio.run(worker.start())
+    sealed = seal(keys)
+    frames = asyncio.run(collect(worker.run(sealed.envelope)))
+    assert read(sealed, frames) == [ErrorEvent(code="invalid_envelope", request_id="req-1")]
+    assert observer.failed == [ErrorCode.INVALID_ENVELOPE]
+    assert worker.state is WorkerState.READY
+
+
+def test_engine_error_mid_stream_gives_sealed_error_and_ready(keys: WorkerKeys) -> None:
+    worker, observer = make_worker(keys, ScriptedEngine(fail_after=1, failure=EngineError("oops")))
+    asyncio.run(worker.start())
+    sealed = seal(keys)
+    events = read(sealed, asyncio.run(collect(worker.run(sealed.envelope))))
+    assert events[0] == TextEvent("Hello")
+    assert isinstance(events[-1], FinalEvent) and events[-1].error == "engine_failed"
+    assert worker.state is WorkerState.READY
+    assert observer.transitions[-1] == ("STREAMING", "READY")
+
+
+def test_engine_death_moves_the_worker_to_failed(keys: WorkerKeys) -> None:
+    worker, observer = make_worker(keys, ScriptedEngine(fail_after=0, failure=EngineDeadError("cuda")))
+    asyncio.run(worker.start())
+    sealed = seal(keys)
+    events = read(sealed, asyncio.run(collect(worker.run(sealed.envelope))))
+    assert isinstance(events[-1], FinalEvent) and events[-1].error == "engine_failed"
+    assert worker.state is WorkerState.FAILED
+    assert observer.transitions[-1] == ("BUSY", "FAILED")
+    with pytest.raises(RuntimeError):
+        worker.check_health()
+    # A failed worker refuses further work with an error frame.
+    sealed2 = seal(keys, request_id="req-2")
+    assert read(sealed2, asyncio.run(collect(worker.run(sealed2.envelope)))) == [
+        ErrorEvent(code="no_worker_available", request_id="req-2")
+    ]
+
+
+def test_prompt_too_long_is_reported_as_such(keys: WorkerKeys) -> None:
+    worker, _ = make_worker(keys, ScriptedEngine(fail_after=0, failure=EngineError("prompt_too_long")))
+    asyncio.run(worker.start())
+    sealed = seal(keys)
+    events = read(sealed, asyncio.run(collect(worker.run(sealed.envelope))))
+    assert events == [FinalEvent({"worker_id": "w1"}, "prompt_too_long")]
+    assert worker.state is WorkerState.READY
+
+
+def test_engine_start_failure_is_failed_state(keys: WorkerKeys) -> None:
+    worker, observer = make_worker(keys, ScriptedEngine(fail_start=True))
+    with pytest.raises(EngineDeadError):
+        asyncio.run(worker.start())
+    assert worker.state is WorkerState.FAILED
+    assert observer.transitions == [("MODEL_LOADING", "FAILED")]
+
+
+def test_invalid_body_gets_sealed_error(keys: WorkerKeys) -> None:
+    worker, _ = make_worker(keys, ScriptedEngine())
+    asyncio.run(worker.start())
+    sealed = seal_request(b'{"nope": 1}', request_id="req-9", tenant_id="t1", mode="plain", region="us-west-1",
+                          recipients=keys.public_keys)  # fmt: skip
+    events = read(sealed, asyncio.run(collect(worker.run(sealed.envelope))))
+    assert events == [FinalEvent({"worker_id": "w1"}, "invalid_request")]
+
+
+def test_consumer_closing_early_cancels_generation(keys: WorkerKeys) -> None:
+    engine = ScriptedEngine(chunks=["a"] * 50, delay_s=0.01)
+    worker, _ = make_worker(keys, engine)
+
+    async def scenario() -> None:
+        await worker.start()
+        stream = worker.run(seal(keys).envelope)
+        await anext(stream)
+        await stream.aclose()  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+    assert engine.closed_early == 1
+    assert worker.state is WorkerState.READY
+
+
+def test_requests_queue_behind_the_engine_limit(keys: WorkerKeys) -> None:
+    engine = ScriptedEngine(chunks=["a", "b"], delay_s=0.02)
+    worker, observer = make_worker(keys, engine)
+
+    async def scenario() -> list[list[bytes]]:
+        await worker.start()
+        sealed = [seal(keys, request_id=f"req-{i}") for i in range(3)]
+        return await asyncio.gather(*(collect(worker.run(s.envelope)) for s in sealed))
+
+    results = asyncio.run(scenario())
+    assert all(len(frames) == 3 for frames in results)
+    assert ("STREAMING", "BUSY") not in observer.transitions  # one at a time: no overlap
+    assert worker.state is WorkerState.READY
+
+
+def test_identity_publishes_public_keys_only(keys: WorkerKeys) -> None:
+    worker, _ = make_worker(keys, ScriptedEngine())
+    info = worker.identity.to_dict()
+    assert info["worker_id"] == "w1" and info["region"] == "us-west-1"
+    assert {k["key_id"] for k in info["keys"]} == set(keys.key_ids())
+    assert Envelope  # re-exported type used by callers

@@ -1,0 +1,65 @@
+"""Regenerate tests/vectors/securechat_v1.json (only when the wire format changes on purpose).
+
+Fixed inputs: test-only worker private keys, DEK, nonce, header fields and bodies. Expected outputs: the
+canonical header bytes, the body ciphertext, response frames (all deterministic given DEK and nonce) and whole
+envelopes whose wrapped keys came from the libraries' own randomness (checked by opening them).
+
+    python tests/vectors/make_vectors.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa, x25519
+
+from securechat.envelope import seal_request
+from securechat.keys import Suite, WorkerKeys
+from securechat.stream import ResponseSealer, derive_response_key
+
+OUT = Path(__file__).with_name("securechat_v1.json")
+DEK = bytes(range(32))
+NONCE = bytes(range(100, 112))
+X25519_PRIVATE = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")  # RFC 7748 §6.1
+BODY = '{"messages":[{"role":"user","content":"known answer ✓"}],"max_new_tokens":8}'.encode()
+HEADER = {"request_id": "kat-request-0001", "tenant_id": "tenant1", "mode": "plain", "region": "us-west-1"}
+
+
+def main() -> None:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    rsa_pem = rsa_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    keys = WorkerKeys({Suite.HPKE_X25519: x25519.X25519PrivateKey.from_private_bytes(X25519_PRIVATE), Suite.RSA_OAEP: rsa_key})
+    cases = []
+    for suite in Suite:
+        sealed = seal_request(BODY, **HEADER, recipients=keys.public_keys, suite=suite, _dek=DEK, _nonce=NONCE)
+        env = sealed.envelope
+        sealer = ResponseSealer(derive_response_key(DEK, HEADER["request_id"]), HEADER["request_id"])
+        frames = [sealer.seal_chunk("Hello"), sealer.seal_chunk(" ✓"), sealer.seal_final({"output_tokens": 2})]
+        cases.append(
+            {
+                "suite": suite.value,
+                "key_id": keys.public_key(suite).key_id,
+                "header_bytes": env.header_bytes.decode(),
+                "ciphertext_hex": env.ciphertext.hex(),
+                "envelope": env.to_dict(),
+                "response_frames_hex": [frame.hex() for frame in frames],
+            }
+        )
+    vectors = {
+        "x25519_private_hex": X25519_PRIVATE.hex(),
+        "rsa_private_pem": rsa_pem,
+        "dek_hex": DEK.hex(),
+        "nonce_hex": NONCE.hex(),
+        "body": BODY.decode(),
+        "header": HEADER,
+        "cases": cases,
+    }
+    OUT.write_text(json.dumps(vectors, indent=1, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
