@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
+from securechat.dispatcher import Selection, WorkerLost
 from securechat.engine.base import ChatMessage, Engine, GenerationRequest, GenerationStats, TextChunk
+from securechat.envelope import Envelope
 
 
 class ScriptedEngine(Engine):
@@ -53,3 +57,50 @@ class ScriptedEngine(Engine):
             raise
         stats = GenerationStats(ttft_ms=1.0, total_ms=10.0, input_tokens=3, output_tokens=sent)
         yield TextChunk(text="", num_tokens=0, stats=stats)
+
+
+class FakePool:
+    """An in-process WorkerPool over EnclaveWorkers, with fault injection by replica id."""
+
+    def __init__(self, workers: Sequence[Any]) -> None:
+        self.workers = {f"replica-{i}": worker for i, worker in enumerate(workers)}
+        self._order = list(self.workers)
+        self._next = 0
+        self.reserved: dict[str, int] = dict.fromkeys(self.workers, 0)
+        self.die_before_first_frame: set[str] = set()
+        self.die_after_frames: dict[str, int] = {}
+        self.dispatched_to: list[str] = []
+
+    def choose(self) -> Any:
+        pool = self
+
+        @contextlib.asynccontextmanager
+        async def chooser() -> AsyncIterator[Selection]:
+            # Least-reserved replica first, then round robin: like the real router's load preference.
+            ids = sorted(pool._order, key=lambda r: (pool.reserved[r], (pool._order.index(r) - pool._next) % len(pool._order)))
+            replica_id = ids[0]
+            pool._next = (pool._order.index(replica_id) + 1) % len(pool._order)
+            worker = pool.workers[replica_id]
+            pool.reserved[replica_id] += 1
+            try:
+                yield Selection(replica_id, worker.worker_id, frozenset(k.key_id for k in worker.identity.public_keys))
+            finally:
+                pool.reserved[replica_id] -= 1
+
+        return chooser()
+
+    async def dispatch(self, selection: Selection, envelope: bytes) -> AsyncIterator[bytes]:
+        self.dispatched_to.append(selection.replica_id)
+        if selection.replica_id in self.die_before_first_frame:
+            raise WorkerLost()
+        limit = self.die_after_frames.get(selection.replica_id)
+        worker = self.workers[selection.replica_id]
+        count = 0
+        async for frame in worker.run(Envelope.from_bytes(envelope)):
+            if limit is not None and count == limit:
+                raise WorkerLost()
+            count += 1
+            yield frame
+
+    async def describe(self) -> list[dict[str, Any]]:
+        return [{**w.identity.to_dict(), "state": w.state.value} for w in self.workers.values()]

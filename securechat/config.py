@@ -1,0 +1,72 @@
+"""Typed application settings: what serve_config.yaml's ``args`` and the files in configs/ contain."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from securechat.envelope import is_valid_id
+from securechat.keys import Suite
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngineSettings(_Strict):
+    """Which model runtime each worker runs. ``kind`` is "hf" or "module:Class" for an injected engine."""
+
+    kind: str = "hf"
+    model: str = "securechat/tiny-qwen2"
+    dtype: Literal["fp16", "bf16", "fp32"] = "fp32"
+    quantization: Literal["none", "int8"] = "none"
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    device: str = "auto"
+    max_input_tokens: int = Field(default=2048, ge=1)
+    max_new_tokens: int = Field(default=128, ge=1, le=32768)
+    disable_eos: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)  # extra keyword arguments for an injected engine
+
+
+class RegionSettings(_Strict):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_an_id(cls, value: str) -> str:
+        if not is_valid_id(value):
+            raise ValueError("region names are short identifiers")
+        return value
+
+
+class GatewaySettings(_Strict):
+    max_prompt_chars: int = Field(default=32_000, ge=1)
+    max_envelope_bytes: int = Field(default=1 << 20, ge=1024)
+    key_directory_ttl_s: float = Field(default=2.0, ge=0)
+    suite: Suite = Suite.HPKE_X25519  # how the gateway seals plain prompts
+    retry_after_s: int = Field(default=1, ge=1)
+
+
+class DispatchSettings(_Strict):
+    max_attempts: int = Field(default=4, ge=1, le=32)
+    choose_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class AppSettings(_Strict):
+    regions: tuple[RegionSettings, ...] = (RegionSettings(name="us-west-1"),)
+    engine: EngineSettings = EngineSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    dispatch: DispatchSettings = DispatchSettings()
+    modes: tuple[str, ...] = ("plain",)
+
+    @model_validator(mode="after")
+    def _regions_are_unique(self) -> AppSettings:
+        names = [region.name for region in self.regions]
+        if not names or len(set(names)) != len(names):
+            raise ValueError("regions must be a non-empty list of unique names")
+        return self
+
+    @property
+    def region_names(self) -> tuple[str, ...]:
+        return tuple(region.name for region in self.regions)

@@ -1,0 +1,98 @@
+"""FastAPI routes of the gateway. The service object is attached at start-up (``app.state.service``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from securechat.errors import ErrorCode
+from securechat.gateway.http_errors import STATUS, HTTPError, error_response
+from securechat.gateway.schemas import InferRequest
+from securechat.gateway.service import GatewayService
+
+FRAMES_MEDIA_TYPE = "application/octet-stream"
+SSE_MEDIA_TYPE = "text/event-stream"
+
+
+def _service(request: Request) -> GatewayService:
+    service: GatewayService = request.app.state.service
+    return service
+
+
+def _validation_fields(error: ValidationError) -> list[dict[str, Any]]:
+    # Never echo "input" or "ctx": they can hold the prompt.
+    return [{"loc": list(item["loc"]), "type": item["type"], "msg": item["msg"]} for item in error.errors()]
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="SecureChat gateway", version="1")
+
+    @app.exception_handler(HTTPError)
+    async def _on_http_error(request: Request, error: HTTPError) -> JSONResponse:
+        service = _service(request)
+        started = getattr(request.state, "started", time.perf_counter())
+        service.record_refusal(STATUS[error.code], started)
+        return error_response(error, service.settings.gateway.retry_after_s)
+
+    @app.post("/infer", response_model=None)
+    async def infer(request: Request) -> Response:
+        request.state.started = time.perf_counter()
+        service = _service(request)
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            raise HTTPError(ErrorCode.UNSUPPORTED_MEDIA_TYPE)
+        declared = request.headers.get("content-length")
+        limit = service.settings.gateway.max_envelope_bytes
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HTTPError(ErrorCode.PAYLOAD_TOO_LARGE)
+        raw = await request.body()
+        if len(raw) > limit:
+            raise HTTPError(ErrorCode.PAYLOAD_TOO_LARGE)
+        try:
+            body = InferRequest.model_validate(json.loads(raw))
+        except ValueError as exc:  # ValidationError is a ValueError; so is bad JSON
+            fields = _validation_fields(exc) if isinstance(exc, ValidationError) else None
+            raise HTTPError(ErrorCode.INVALID_REQUEST, fields=fields) from None
+        want_sse = SSE_MEDIA_TYPE in request.headers.get("accept", "")
+        accepted = await service.accept(body, want_plaintext=want_sse)
+        headers = {"X-Request-Id": accepted.request_id, "Cache-Control": "no-store"}
+        if want_sse:
+            return StreamingResponse(service.event_stream(accepted), media_type=SSE_MEDIA_TYPE, headers=headers)
+        return StreamingResponse(service.framed_body(accepted), media_type=FRAMES_MEDIA_TYPE, headers=headers)
+
+    @app.get("/v1/workers")
+    async def workers(request: Request) -> dict[str, Any]:
+        """Each region's live workers: id, state, key ids. No secrets."""
+        service = _service(request)
+        regions: dict[str, list[dict[str, Any]]] = {}
+        for region in service.settings.region_names:
+            described = await service.backend.key_directory(region)
+            regions[region] = [
+                {
+                    "worker_id": w["worker_id"],
+                    "region": w["region"],
+                    "state": w.get("state"),
+                    "key_ids": [key["key_id"] for key in w["keys"]],
+                }
+                for w in described
+            ]
+        return {"regions": regions}
+
+    @app.get("/v1/keys")
+    async def keys(request: Request, region: str) -> dict[str, Any]:
+        """Public keys a client seals to (unverified here; attestation is the verified path)."""
+        service = _service(request)
+        if region not in service.settings.region_names:
+            raise HTTPError(ErrorCode.UNKNOWN_REGION)
+        return {"region": region, "workers": await service.backend.key_directory(region)}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,31 @@
+"""What the gateway needs from the orchestrator, and an in-process implementation for tests and tools."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from securechat.dispatcher import InferenceDispatcher
+
+
+class OrchestratorBackend(Protocol):
+    def infer(self, envelope: bytes) -> AsyncIterator[bytes]:
+        """Length-prefixed wire frames; closing the iterator cancels the request downstream."""
+        ...
+
+    async def key_directory(self, region: str) -> list[dict[str, Any]]:
+        """Public identities (worker id, state, keys) of the region's live workers."""
+        ...
+
+
+class LocalBackend:
+    """The dispatcher called in-process (no Ray)."""
+
+    def __init__(self, dispatcher: InferenceDispatcher) -> None:
+        self._dispatcher = dispatcher
+
+    def infer(self, envelope: bytes) -> AsyncIterator[bytes]:
+        return self._dispatcher.dispatch(envelope)
+
+    async def key_directory(self, region: str) -> list[dict[str, Any]]:
+        return await self._dispatcher.key_directory(region)

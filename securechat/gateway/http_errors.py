@@ -1,0 +1,71 @@
+"""How content-free error codes become HTTP answers: status, fixed message, Retry-After."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+from securechat.errors import ErrorCode
+
+STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_REQUEST: 422,
+    ErrorCode.INVALID_ENVELOPE: 400,
+    ErrorCode.UNKNOWN_REGION: 400,
+    ErrorCode.NOT_ACCEPTABLE: 406,
+    ErrorCode.STALE_KEYS: 409,
+    ErrorCode.DUPLICATE_REQUEST: 409,
+    ErrorCode.PROMPT_TOO_LONG: 413,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.ENGINE_FAILED: 500,
+    ErrorCode.INTERNAL: 500,
+    ErrorCode.MODE_NOT_SUPPORTED: 501,
+    ErrorCode.WORKER_LOST: 502,
+    ErrorCode.NO_WORKER: 503,
+    ErrorCode.OVERLOADED: 503,
+    ErrorCode.CANCELLED: 499,
+}
+
+MESSAGES: dict[ErrorCode, str] = {
+    ErrorCode.INVALID_REQUEST: "The request body is not valid.",
+    ErrorCode.INVALID_ENVELOPE: "The envelope is malformed or cannot be opened.",
+    ErrorCode.UNKNOWN_REGION: "The region is not served here.",
+    ErrorCode.NOT_ACCEPTABLE: "Decrypted streams are only offered for prompts sealed at the gateway.",
+    ErrorCode.STALE_KEYS: "The envelope is not sealed for any live worker: refetch the key set and reseal.",
+    ErrorCode.DUPLICATE_REQUEST: "This request id was already used.",
+    ErrorCode.PROMPT_TOO_LONG: "The prompt is over the configured limit.",
+    ErrorCode.PAYLOAD_TOO_LARGE: "The request body is over the configured limit.",
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: "Send Content-Type: application/json.",
+    ErrorCode.ENGINE_FAILED: "The worker failed while generating.",
+    ErrorCode.INTERNAL: "Internal error.",
+    ErrorCode.MODE_NOT_SUPPORTED: "This mode is not available yet; use mode 'plain'.",
+    ErrorCode.WORKER_LOST: "The worker was lost.",
+    ErrorCode.NO_WORKER: "No live worker in this region; retry later.",
+    ErrorCode.OVERLOADED: "The service is at capacity; retry later.",
+    ErrorCode.CANCELLED: "The request was cancelled.",
+}
+
+RETRYABLE = frozenset({ErrorCode.NO_WORKER, ErrorCode.OVERLOADED, ErrorCode.WORKER_LOST})
+
+
+class HTTPError(Exception):
+    """Raised inside handlers; turned into the JSON error body by the app's exception handler."""
+
+    def __init__(
+        self, code: ErrorCode, request_id: str | None = None, fields: list[dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__(code.value)
+        self.code = code
+        self.request_id = request_id
+        self.fields = fields
+
+
+def error_response(error: HTTPError, retry_after_s: int) -> JSONResponse:
+    body: dict[str, Any] = {"error": error.code.value, "message": MESSAGES[error.code]}
+    if error.request_id:
+        body["request_id"] = error.request_id
+    if error.fields is not None:
+        body["fields"] = error.fields
+    headers = {"Retry-After": str(retry_after_s)} if error.code in RETRYABLE else None
+    return JSONResponse(body, status_code=STATUS[error.code], headers=headers)

@@ -1,0 +1,205 @@
+"""The gateway's request handling, independent of FastAPI routing and of Ray.
+
+A plain prompt is sealed here, before anything reaches the orchestrator, for every live worker key of its
+region; a client-sealed envelope passes through untouched after its header is checked against the request.
+The first wire frame decides the HTTP status: an error frame before any data becomes a JSON error; after that
+frames stream through as they are (a later failure reaches the client as a typed error frame).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from securechat.config import AppSettings
+from securechat.dispatcher import new_request_id
+from securechat.engine.base import SamplingParams
+from securechat.envelope import Envelope, seal_request
+from securechat.errors import ErrorCode
+from securechat.framing import LENGTH_PREFIX, FrameDecoder
+from securechat.gateway.backend import OrchestratorBackend
+from securechat.gateway.http_errors import HTTPError
+from securechat.gateway.key_directory import KeyDirectory
+from securechat.gateway.schemas import InferRequest
+from securechat.logs import get_logger, log_event
+from securechat.request_body import RequestBody
+from securechat.stream import ERROR_FRAME, ErrorEvent, FinalEvent, ResponseOpener, TextEvent
+
+logger = get_logger("gateway")
+
+
+class GatewayObserver(Protocol):
+    def request_finished(self, status_code: int, e2e_ms: float, frames: int, num_bytes: int) -> None: ...
+
+
+class NullGatewayObserver:
+    def request_finished(self, status_code: int, e2e_ms: float, frames: int, num_bytes: int) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class AcceptedStream:
+    """A request that passed admission: its first frame and the rest of the stream."""
+
+    request_id: str
+    first_frame: bytes
+    rest: AsyncIterator[bytes]
+    opener: ResponseOpener | None  # set when the gateway sealed the request and can decrypt (SSE)
+    started: float
+
+
+class GatewayService:
+    def __init__(
+        self, settings: AppSettings, backend: OrchestratorBackend, observer: GatewayObserver | None = None
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.observer: GatewayObserver = observer or NullGatewayObserver()
+        self.keys = KeyDirectory(backend, settings.gateway.key_directory_ttl_s)
+
+    async def accept(self, request: InferRequest, want_plaintext: bool) -> AcceptedStream:
+        """Admit, seal or pass through, dispatch, and wait for the first frame. Raises HTTPError."""
+        started = time.perf_counter()
+        if request.region not in self.settings.region_names:
+            raise HTTPError(ErrorCode.UNKNOWN_REGION)
+        if request.mode not in self.settings.modes:
+            raise HTTPError(ErrorCode.MODE_NOT_SUPPORTED)
+        if request.envelope is not None:
+            if want_plaintext:
+                raise HTTPError(ErrorCode.NOT_ACCEPTABLE)
+            envelope = self._client_envelope(request)
+            first, rest = await self._dispatch(envelope.to_bytes())
+            return AcceptedStream(envelope.header.request_id, first, rest, None, started)
+        assert request.prompt is not None
+        if len(request.prompt) > self.settings.gateway.max_prompt_chars:
+            raise HTTPError(ErrorCode.PROMPT_TOO_LONG)
+        for refresh in (False, True):
+            sealed = await self._seal_prompt(request, refresh)
+            try:
+                first, rest = await self._dispatch(sealed.envelope.to_bytes())
+            except HTTPError as error:
+                if error.code is ErrorCode.STALE_KEYS and not refresh:
+                    continue  # a worker was replaced since the directory was cached: refetch and reseal once
+                raise
+            opener = ResponseOpener.for_request(sealed.dek, sealed.request_id)
+            return AcceptedStream(sealed.request_id, first, rest, opener, started)
+        raise HTTPError(ErrorCode.STALE_KEYS)
+
+    def _client_envelope(self, request: InferRequest) -> Envelope:
+        assert request.envelope is not None
+        try:
+            envelope = Envelope.from_dict(request.envelope)
+        except ValueError:
+            raise HTTPError(ErrorCode.INVALID_ENVELOPE) from None
+        header = envelope.header
+        if (header.tenant_id, header.region, header.mode) != (request.tenant_id, request.region, request.mode):
+            raise HTTPError(ErrorCode.INVALID_ENVELOPE, header.request_id)
+        return envelope
+
+    async def _seal_prompt(self, request: InferRequest, refresh: bool) -> Any:
+        recipients = await self.keys.recipients(request.region, refresh=refresh)
+        suite = self.settings.gateway.suite
+        if not any(key.suite is suite for key in recipients):
+            raise HTTPError(ErrorCode.NO_WORKER)
+        assert request.prompt is not None
+        sampling = SamplingParams(
+            max_new_tokens=request.max_new_tokens or self.settings.engine.max_new_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+        )
+        body = RequestBody.from_prompt(request.prompt, sampling).to_bytes()
+        return seal_request(
+            body,
+            request_id=new_request_id(),
+            tenant_id=request.tenant_id,
+            mode=request.mode,
+            region=request.region,
+            recipients=recipients,
+            suite=suite,
+        )
+
+    async def _dispatch(self, envelope: bytes) -> tuple[bytes, AsyncIterator[bytes]]:
+        stream = self.backend.infer(envelope)
+        try:
+            first = await anext(stream)
+        except StopAsyncIteration:
+            raise HTTPError(ErrorCode.INTERNAL) from None
+        payload = first[LENGTH_PREFIX.size :]
+        if payload[:1] == bytes([ERROR_FRAME]):
+            await _close(stream)
+            body = json.loads(payload[1:])
+            code = ErrorCode(body["code"]) if body.get("code") in ErrorCode._value2member_map_ else ErrorCode.INTERNAL
+            raise HTTPError(code, body.get("request_id"))
+        return first, stream
+
+    async def framed_body(self, accepted: AcceptedStream) -> AsyncIterator[bytes]:
+        """The octet-stream body: wire frames exactly as the worker sealed them."""
+        frames, num_bytes = 0, 0
+        try:
+            async with aclosing(_prepend(accepted.first_frame, accepted.rest)) as chunks:
+                async for chunk in chunks:
+                    frames += 1
+                    num_bytes += len(chunk)
+                    yield chunk
+        finally:
+            self._finish(accepted, frames, num_bytes)
+
+    async def event_stream(self, accepted: AcceptedStream) -> AsyncIterator[bytes]:
+        """Server-sent events with decrypted text: only for prompts the gateway sealed (trusts the TLS edge)."""
+        assert accepted.opener is not None
+        decoder, frames, num_bytes = FrameDecoder(), 0, 0
+        try:
+            async with aclosing(_prepend(accepted.first_frame, accepted.rest)) as chunks:
+                async for chunk in chunks:
+                    num_bytes += len(chunk)
+                    for frame in decoder.feed(chunk):
+                        frames += 1
+                        event = accepted.opener.open(frame)
+                        if isinstance(event, TextEvent):
+                            yield _sse("token", {"text": event.text})
+                        elif isinstance(event, FinalEvent):
+                            name = "error" if event.error else "done"
+                            yield _sse(name, {"error": event.error, "metrics": event.metrics})
+                        elif isinstance(event, ErrorEvent):
+                            yield _sse("error", {"error": event.code})
+            if not accepted.opener.finished:
+                yield _sse("error", {"error": ErrorCode.WORKER_LOST.value})
+        finally:
+            self._finish(accepted, frames, num_bytes)
+
+    def _finish(self, accepted: AcceptedStream, frames: int, num_bytes: int) -> None:
+        e2e_ms = (time.perf_counter() - accepted.started) * 1000
+        self.observer.request_finished(200, e2e_ms, frames, num_bytes)
+        log_event(logger, "request_streamed", request_id=accepted.request_id, e2e_ms=round(e2e_ms, 1),
+                  frames=frames, bytes=num_bytes)  # fmt: skip
+
+    def record_refusal(self, status_code: int, started: float) -> None:
+        self.observer.request_finished(status_code, (time.perf_counter() - started) * 1000, 0, 0)
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await _close(rest)
+
+
+async def _close(stream: AsyncIterator[bytes]) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception as exc:  # closing a broken upstream must not mask the original outcome
+            log_event(logger, "upstream_close_failed", logging.DEBUG, reason=type(exc).__name__)

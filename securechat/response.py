@@ -1,0 +1,56 @@
+"""Client-side reading of an encrypted response: wire bytes in, verified text out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from securechat.envelope import SealedRequest
+from securechat.framing import FrameDecoder
+from securechat.stream import ErrorEvent, FinalEvent, ResponseOpener, TextEvent
+
+
+class ResponseFailed(Exception):
+    """The service ended the stream with an error code (content-free)."""
+
+    def __init__(self, code: str, metrics: dict[str, Any] | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.metrics = metrics or {}
+
+
+@dataclass(slots=True)
+class Completion:
+    request_id: str
+    text: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def iter_text(chunks: Iterable[bytes], sealed: SealedRequest) -> Iterator[str | FinalEvent]:
+    """Yield decrypted text pieces, then the FinalEvent. Raises InvalidCiphertext on tampering,
+    reordering or truncation, ResponseFailed when the stream carries an error."""
+    opener = ResponseOpener.for_request(sealed.dek, sealed.request_id)
+    for frame in FrameDecoder().iter_frames(chunks):
+        event = opener.open(frame)
+        if isinstance(event, TextEvent):
+            yield event.text
+        elif isinstance(event, ErrorEvent):
+            raise ResponseFailed(event.code)
+        else:
+            if event.error:
+                raise ResponseFailed(event.error, event.metrics)
+            yield event
+    opener.finish()
+
+
+def read_completion(chunks: Iterable[bytes], sealed: SealedRequest) -> Completion:
+    """Decrypt a whole response (e.g. the bytes of ``curl --output out.bin``)."""
+    pieces: list[str] = []
+    metrics: dict[str, Any] = {}
+    for item in iter_text(chunks, sealed):
+        if isinstance(item, FinalEvent):
+            metrics = item.metrics
+        else:
+            pieces.append(item)
+    return Completion(request_id=sealed.request_id, text="".join(pieces), metrics=metrics)

@@ -1,0 +1,192 @@
+"""The HTTP API over an in-process dispatcher: every documented answer, no Ray needed."""
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from securechat.config import AppSettings, GatewaySettings, RegionSettings
+from securechat.dispatcher import InferenceDispatcher
+from securechat.envelope import seal_request
+from securechat.framing import decode_frames
+from securechat.gateway.app import create_app
+from securechat.gateway.backend import LocalBackend
+from securechat.gateway.service import GatewayService
+from securechat.keys import RecipientKey, WorkerKeys
+from securechat.request_body import RequestBody
+from securechat.response import read_completion
+from securechat.worker import EnclaveWorker
+from tests.fakes import FakePool, ScriptedEngine
+
+REGIONS = ("us-west-1", "eu-west-1")
+PLAIN = {"tenant_id": "tenant1", "prompt": "Explain transformers.", "mode": "plain", "region": "us-west-1"}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, int]] = []
+
+    def request_finished(self, status_code: int, e2e_ms: float, frames: int, num_bytes: int) -> None:
+        self.calls.append((status_code, frames, num_bytes))
+
+
+@pytest.fixture(scope="module")
+def key_sets() -> list[WorkerKeys]:
+    return [WorkerKeys.generate() for _ in range(2)]
+
+
+@pytest.fixture
+def stack(key_sets: list[WorkerKeys]) -> Iterator[tuple[httpx.AsyncClient, FakePool, Recorder]]:
+    workers = [EnclaveWorker(f"w{i}", "us-west-1", ScriptedEngine(), 8, keys=k) for i, k in enumerate(key_sets)]
+    for worker in workers:
+        asyncio.run(worker.start())
+    pool = FakePool(workers)
+    empty = FakePool([])
+    settings = AppSettings(
+        regions=tuple(RegionSettings(name=r) for r in REGIONS), gateway=GatewaySettings(max_prompt_chars=100)
+    )
+    app = create_app()
+    recorder = Recorder()
+    app.state.service = GatewayService(
+        settings, LocalBackend(InferenceDispatcher({"us-west-1": pool, "eu-west-1": empty})), recorder
+    )
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    yield client, pool, recorder
+
+
+def call(client: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
+    return asyncio.run(client.request(method, url, **kw))
+
+
+def recipients(client: httpx.AsyncClient) -> list[RecipientKey]:
+    workers = call(client, "GET", "/v1/keys", params={"region": "us-west-1"}).json()["workers"]
+    return [RecipientKey.from_dict(k) for w in workers for k in w["keys"]]
+
+
+def test_plain_prompt_returns_well_formed_frames(stack: Any) -> None:
+    client, _, recorder = stack
+    response = call(client, "POST", "/infer", json=PLAIN)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/octet-stream"
+    frames = decode_frames(response.content)
+    assert len(frames) == 4 and all(f[0] == 0x01 for f in frames)
+    assert b"Hello" not in response.content
+    assert recorder.calls == [(200, 4, len(response.content))]
+
+
+def test_client_sealed_request_decrypts_to_the_output(stack: Any) -> None:
+    client, _, _ = stack
+    body = RequestBody.from_prompt("secret").to_bytes()
+    sealed = seal_request(body, request_id="client-req-1", tenant_id="tenant1", mode="plain",
+                          region="us-west-1", recipients=recipients(client))  # fmt: skip
+    payload = {"tenant_id": "tenant1", "mode": "plain", "region": "us-west-1", "envelope": sealed.envelope.to_dict()}
+    response = call(client, "POST", "/infer", json=payload)
+    assert response.status_code == 200 and response.headers["x-request-id"] == "client-req-1"
+    completion = read_completion([response.content], sealed)
+    assert completion.text == "Hello, world" and completion.metrics["output_tokens"] == 3
+
+
+def test_sse_streams_decrypted_text_for_gateway_sealed_prompts(stack: Any) -> None:
+    client, _, _ = stack
+    response = call(client, "POST", "/infer", json=PLAIN, headers={"Accept": "text/event-stream"})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    events = [block.split("\n") for block in response.text.strip().split("\n\n")]
+    names = [e[0].removeprefix("event: ") for e in events]
+    assert names == ["token", "token", "token", "done"]
+    assert "".join(json.loads(e[1].removeprefix("data: "))["text"] for e in events[:3]) == "Hello, world"
+
+
+def test_sse_is_refused_for_client_sealed_envelopes(stack: Any) -> None:
+    client, _, _ = stack
+    sealed = seal_request(b"{}", request_id="r-sse", tenant_id="tenant1", mode="plain", region="us-west-1",
+                          recipients=recipients(client))  # fmt: skip
+    payload = {"tenant_id": "tenant1", "region": "us-west-1", "envelope": sealed.envelope.to_dict()}
+    response = call(client, "POST", "/infer", json=payload, headers={"Accept": "text/event-stream"})
+    assert response.status_code == 406 and response.json()["error"] == "not_acceptable"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code"),
+    [
+        ({"content": b"{not json", "headers": {"Content-Type": "application/json"}}, 422, "invalid_request"),
+        ({"json": {**PLAIN, "tenant_id": "bad tenant!"}}, 422, "invalid_request"),
+        ({"json": {**PLAIN, "mode": "creative"}}, 422, "invalid_request"),
+        ({"json": {k: v for k, v in PLAIN.items() if k != "prompt"}}, 422, "invalid_request"),
+        ({"json": {**PLAIN, "unexpected": 1}}, 422, "invalid_request"),
+        ({"json": {**PLAIN, "prompt": "x" * 101}}, 413, "prompt_too_long"),
+        ({"content": b"x" * (2 << 20), "headers": {"Content-Type": "application/json"}}, 413, "payload_too_large"),
+        ({"content": json.dumps(PLAIN), "headers": {"Content-Type": "text/plain"}}, 415, "unsupported_media_type"),
+        ({"json": {**PLAIN, "region": "mars-1"}}, 400, "unknown_region"),
+        ({"json": {**PLAIN, "mode": "rag"}}, 501, "mode_not_supported"),
+        ({"json": {**PLAIN, "region": "eu-west-1"}}, 503, "no_worker_available"),
+    ],
+)
+def test_bad_input_gets_its_documented_answer(stack: Any, kwargs: dict[str, Any], status: int, code: str) -> None:
+    client, _, recorder = stack
+    response = call(client, "POST", "/infer", **kwargs)
+    assert response.status_code == status
+    body = response.json()
+    assert body["error"] == code and body["message"]
+    assert ("retry-after" in response.headers) == (status == 503)
+    assert "Explain" not in response.text  # no error body echoes the prompt
+    assert recorder.calls[-1][0] == status
+
+
+def test_validation_errors_do_not_echo_input(stack: Any) -> None:
+    client, _, _ = stack
+    response = call(client, "POST", "/infer", json={**PLAIN, "prompt": 12345678, "temperature": "hot"})
+    assert response.status_code == 422
+    assert "12345678" not in response.text and "hot" not in response.text
+    assert {tuple(f["loc"]) for f in response.json()["fields"]} == {("prompt",), ("temperature",)}
+
+
+def test_tampered_and_unknown_key_envelopes(stack: Any, key_sets: list[WorkerKeys]) -> None:
+    client, _, _ = stack
+    sealed = seal_request(b'{"messages":[]}', request_id="r-tamper", tenant_id="tenant1", mode="plain",
+                          region="us-west-1", recipients=key_sets[0].public_keys[:1])  # fmt: skip
+    envelope = sealed.envelope.to_dict()
+    tampered = {**envelope, "ciphertext": envelope["ciphertext"][:-4] + "AAAA"}
+    base = {"tenant_id": "tenant1", "region": "us-west-1"}
+    response = call(client, "POST", "/infer", json={**base, "envelope": tampered})
+    # Only the enclave can tell: its refusal comes back before any data, so the gateway answers 400.
+    assert response.status_code == 400 and response.json()["error"] == "invalid_envelope"
+    stranger = WorkerKeys.generate()
+    foreign = seal_request(b"{}", request_id="r-foreign", tenant_id="tenant1", mode="plain", region="us-west-1",
+                           recipients=stranger.public_keys)  # fmt: skip
+    response = call(client, "POST", "/infer", json={**base, "envelope": foreign.envelope.to_dict()})
+    assert response.status_code == 409 and response.json()["error"] == "stale_keys"
+    response = call(client, "POST", "/infer", json={**base, "envelope": {"header": "e30="}})
+    assert response.status_code == 400 and response.json()["error"] == "invalid_envelope"
+    response = call(client, "POST", "/infer", json={**base, "tenant_id": "tenant2", "envelope": envelope})
+    assert response.status_code == 400  # header says another tenant
+
+
+def test_replayed_envelope_is_refused(stack: Any) -> None:
+    client, _, _ = stack
+    sealed = seal_request(RequestBody.from_prompt("x").to_bytes(), request_id="r-replay", tenant_id="tenant1",
+                          mode="plain", region="us-west-1", recipients=recipients(client))  # fmt: skip
+    payload = {"tenant_id": "tenant1", "region": "us-west-1", "envelope": sealed.envelope.to_dict()}
+    assert call(client, "POST", "/infer", json=payload).status_code == 200
+    second = call(client, "POST", "/infer", json=payload)
+    assert second.status_code == 409 and second.json()["error"] == "duplicate_request"
+
+
+def test_workers_endpoint_lists_state_without_secrets(stack: Any, key_sets: list[WorkerKeys]) -> None:
+    client, _, _ = stack
+    body = call(client, "GET", "/v1/workers").json()
+    assert [w["worker_id"] for w in body["regions"]["us-west-1"]] == ["w0", "w1"]
+    assert body["regions"]["eu-west-1"] == []
+    assert all(w["state"] == "READY" for w in body["regions"]["us-west-1"])
+    assert set(body["regions"]["us-west-1"][0]) == {"worker_id", "region", "state", "key_ids"}
+
+
+def test_mid_stream_loss_reaches_the_client_as_an_error_frame(stack: Any) -> None:
+    client, pool, _ = stack
+    pool.die_after_frames = {"replica-0": 1, "replica-1": 1}
+    response = call(client, "POST", "/infer", json=PLAIN)
+    assert response.status_code == 200
+    frames = decode_frames(response.content)
+    assert frames[-1][0] == 0x02 and json.loads(frames[-1][1:])["code"] == "worker_lost"
