@@ -108,17 +108,33 @@ class InferenceDispatcher:
                     if selection is None:
                         outcome = ErrorCode.STALE_KEYS
                         break
-                    log_event(logger, "dispatch", request_id=request_id, worker_id=selection.worker_id,
-                              attempt=attempt, bytes=len(envelope_bytes))  # fmt: skip
+                    log_event(
+                        logger,
+                        "dispatch",
+                        request_id=request_id,
+                        worker_id=selection.worker_id,
+                        attempt=attempt,
+                        bytes=len(envelope_bytes),
+                    )
                     async for payload in pool.dispatch(selection, envelope_bytes):
                         sent_any = True
                         yield encode_frame(payload)
-                log_event(logger, "dispatch_done", request_id=request_id,
-                          elapsed_ms=round((time.perf_counter() - started) * 1000, 1))  # fmt: skip
+                log_event(
+                    logger,
+                    "dispatch_done",
+                    request_id=request_id,
+                    elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
+                )
                 return
             except WorkerLost:
-                log_event(logger, "worker_lost", logging.WARNING, request_id=request_id, attempt=attempt,
-                          frames=int(sent_any))  # fmt: skip
+                log_event(
+                    logger,
+                    "worker_lost",
+                    level=logging.WARNING,
+                    request_id=request_id,
+                    attempt=attempt,
+                    frames=int(sent_any),
+                )
                 if sent_any:
                     yield encode_frame(make_error_frame(ErrorCode.WORKER_LOST, request_id))
                     return
@@ -129,7 +145,7 @@ class InferenceDispatcher:
             except TimeoutError:
                 outcome = ErrorCode.OVERLOADED
                 break
-        log_event(logger, "dispatch_failed", logging.WARNING, request_id=request_id, error_code=outcome.value)
+        log_event(logger, "dispatch_failed", level=logging.WARNING, request_id=request_id, error_code=outcome.value)
         yield encode_frame(make_error_frame(outcome, request_id))
 
     async def _choose_for(
@@ -141,7 +157,10 @@ class InferenceDispatcher:
         """
         wanted = frozenset(envelope.header.key_ids)
         refused: set[str] = set()
-        async with asyncio.timeout(self._settings.choose_timeout_s), contextlib.AsyncExitStack() as passed_over:
+        async with (
+            asyncio.timeout(self._settings.choose_timeout_s),
+            contextlib.AsyncExitStack() as passed_over,
+        ):
             while True:
                 chooser = pool.choose()
                 selection = await chooser.__aenter__()

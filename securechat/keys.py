@@ -88,7 +88,9 @@ class WorkerKeys:
 
     def __init__(self, private_keys: dict[Suite, PrivateKey]) -> None:
         self._private = dict(private_keys)
-        self._public = {suite: RecipientKey.from_public_key(suite, key.public_key()) for suite, key in self._private.items()}
+        self._public = {
+            suite: RecipientKey.from_public_key(suite, key.public_key()) for suite, key in self._private.items()
+        }
 
     @classmethod
     def generate(cls, suites: tuple[Suite, ...] = (Suite.HPKE_X25519, Suite.RSA_OAEP)) -> WorkerKeys:

@@ -14,17 +14,46 @@ from typing import Final
 ALLOWED_FIELDS: Final = frozenset(
     {
         # ids
-        "request_id", "worker_id", "tenant_id", "key_id", "replica_id", "region", "mode", "suite", "model",
-        "engine", "deployment", "attempt", "status_code",
+        "request_id",
+        "worker_id",
+        "tenant_id",
+        "key_id",
+        "replica_id",
+        "region",
+        "mode",
+        "suite",
+        "model",
+        "engine",
+        "deployment",
+        "attempt",
+        "status_code",
         # state
-        "state", "from_state", "to_state", "error_code", "reason", "dtype", "attn_implementation",
+        "state",
+        "from_state",
+        "to_state",
+        "error_code",
+        "reason",
+        "dtype",
+        "attn_implementation",
         # timings
-        "ttft_ms", "total_ms", "elapsed_ms", "load_ms", "e2e_ms",
+        "ttft_ms",
+        "total_ms",
+        "elapsed_ms",
+        "load_ms",
+        "e2e_ms",
         # counts and sizes
-        "input_tokens", "output_tokens", "tokens_per_sec", "frames", "bytes", "num_replicas", "num_keys",
-        "batch_size", "max_new_tokens", "queue_depth",
+        "input_tokens",
+        "output_tokens",
+        "tokens_per_sec",
+        "frames",
+        "bytes",
+        "num_replicas",
+        "num_keys",
+        "batch_size",
+        "max_new_tokens",
+        "queue_depth",
     }
-)  # fmt: skip
+)
 
 # Identifiers, enum values, region names, hex key ids, model ids/paths: no spaces, bounded length.
 _SAFE_STRING = re.compile(r"^[A-Za-z0-9_.:/@+\-]{0,128}$")
@@ -55,7 +84,7 @@ def format_event(event: str, fields: dict[str, object]) -> str:
     return " ".join([event, *parts])
 
 
-def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: object) -> None:
+def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: object) -> None:
     """Log ``event`` with allow-listed ``fields``; never pass request content here."""
     if not _SAFE_STRING.match(event):
         raise UnsafeLogField("event names are identifiers")

@@ -100,13 +100,19 @@ class EnclaveWorker:
             await self._engine.start()
         except Exception as exc:
             self._machine.transition(WorkerState.FAILED)
-            log_event(logger, "engine_start_failed", logging.ERROR, worker_id=self.worker_id,
-                      reason=type(exc).__name__)  # fmt: skip
+            log_event(
+                logger, "engine_start_failed", level=logging.ERROR, worker_id=self.worker_id, reason=type(exc).__name__
+            )
             raise EngineDeadError("engine failed to start") from None
         self._machine.transition(WorkerState.READY)
         load_ms = (time.perf_counter() - started) * 1000
-        log_event(logger, "worker_ready", worker_id=self.worker_id, load_ms=round(load_ms, 1),
-                  num_keys=len(self._keys.public_keys))  # fmt: skip
+        log_event(
+            logger,
+            "worker_ready",
+            worker_id=self.worker_id,
+            load_ms=round(load_ms, 1),
+            num_keys=len(self._keys.public_keys),
+        )
 
     def check_health(self) -> None:
         """Raise if this replica cannot serve (Serve's health check calls this)."""
@@ -127,8 +133,14 @@ class EnclaveWorker:
         try:
             opened = open_request(envelope, self._keys)
         except InvalidCiphertext:
-            log_event(logger, "envelope_refused", logging.WARNING, request_id=request_id,
-                      worker_id=self.worker_id, error_code=ErrorCode.INVALID_ENVELOPE.value)  # fmt: skip
+            log_event(
+                logger,
+                "envelope_refused",
+                level=logging.WARNING,
+                request_id=request_id,
+                worker_id=self.worker_id,
+                error_code=ErrorCode.INVALID_ENVELOPE.value,
+            )
             self._observer.request_failed(ErrorCode.INVALID_ENVELOPE)
             yield make_error_frame(ErrorCode.INVALID_ENVELOPE, request_id)
             return
@@ -157,16 +169,27 @@ class EnclaveWorker:
                         yield sealer.seal_chunk(chunk.text)
                     if chunk.stats is not None:
                         self._observer.request_finished(chunk.stats)
-                        log_event(logger, "request_done", request_id=request_id, worker_id=self.worker_id,
-                                  **chunk.stats.as_dict())  # fmt: skip
+                        log_event(
+                            logger,
+                            "request_done",
+                            request_id=request_id,
+                            worker_id=self.worker_id,
+                            **chunk.stats.as_dict(),
+                        )
                         yield sealer.seal_final({"worker_id": self.worker_id, **chunk.stats.as_dict()})
                         return
             raise EngineError("engine_stream_ended_without_stats")
         except EngineError as exc:
             dead = isinstance(exc, EngineDeadError)
             code = ErrorCode.PROMPT_TOO_LONG if str(exc) == "prompt_too_long" else ErrorCode.ENGINE_FAILED
-            log_event(logger, "request_failed", logging.ERROR if dead else logging.WARNING, request_id=request_id,
-                      worker_id=self.worker_id, error_code=code.value)  # fmt: skip
+            log_event(
+                logger,
+                "request_failed",
+                level=logging.ERROR if dead else logging.WARNING,
+                request_id=request_id,
+                worker_id=self.worker_id,
+                error_code=code.value,
+            )
             self._observer.request_failed(code)
             if dead:
                 self._machine.transition(WorkerState.FAILED)
@@ -201,6 +224,12 @@ class EnclaveWorker:
             self._machine.transition(target)
 
     def _on_transition(self, previous: WorkerState, current: WorkerState) -> None:
-        log_event(logger, "worker_state", logging.DEBUG, worker_id=self.worker_id,
-                  from_state=previous.value, to_state=current.value)  # fmt: skip
+        log_event(
+            logger,
+            "worker_state",
+            level=logging.DEBUG,
+            worker_id=self.worker_id,
+            from_state=previous.value,
+            to_state=current.value,
+        )
         self._observer.state_changed(previous, current)

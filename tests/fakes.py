@@ -77,7 +77,10 @@ class FakePool:
         @contextlib.asynccontextmanager
         async def chooser() -> AsyncIterator[Selection]:
             # Least-reserved replica first, then round robin: like the real router's load preference.
-            ids = sorted(pool._order, key=lambda r: (pool.reserved[r], (pool._order.index(r) - pool._next) % len(pool._order)))
+            ids = sorted(
+                pool._order,
+                key=lambda r: (pool.reserved[r], (pool._order.index(r) - pool._next) % len(pool._order)),
+            )
             replica_id = ids[0]
             pool._next = (pool._order.index(replica_id) + 1) % len(pool._order)
             worker = pool.workers[replica_id]

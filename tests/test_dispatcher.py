@@ -33,8 +33,7 @@ def make_pool(key_sets: list[WorkerKeys], count: int = 2, **engine_kw: object) -
 
 def seal(recipients: list[RecipientKey], request_id: str = "req-1", region: str = REGION) -> SealedRequest:
     body = RequestBody.from_prompt("hello").to_bytes()
-    return seal_request(body, request_id=request_id, tenant_id="t1", mode="plain", region=region,
-                        recipients=recipients)  # fmt: skip
+    return seal_request(body, request_id=request_id, tenant_id="t1", mode="plain", region=region, recipients=recipients)
 
 
 def run(dispatcher: InferenceDispatcher, sealed: SealedRequest) -> list[object]:

@@ -80,9 +80,20 @@ def test_plain_prompt_returns_well_formed_frames(stack: Any) -> None:
 def test_client_sealed_request_decrypts_to_the_output(stack: Any) -> None:
     client, _, _ = stack
     body = RequestBody.from_prompt("secret").to_bytes()
-    sealed = seal_request(body, request_id="client-req-1", tenant_id="tenant1", mode="plain",
-                          region="us-west-1", recipients=recipients(client))  # fmt: skip
-    payload = {"tenant_id": "tenant1", "mode": "plain", "region": "us-west-1", "envelope": sealed.envelope.to_dict()}
+    sealed = seal_request(
+        body,
+        request_id="client-req-1",
+        tenant_id="tenant1",
+        mode="plain",
+        region="us-west-1",
+        recipients=recipients(client),
+    )
+    payload = {
+        "tenant_id": "tenant1",
+        "mode": "plain",
+        "region": "us-west-1",
+        "envelope": sealed.envelope.to_dict(),
+    }
     response = call(client, "POST", "/infer", json=payload)
     assert response.status_code == 200 and response.headers["x-request-id"] == "client-req-1"
     completion = read_completion([response.content], sealed)
@@ -101,8 +112,9 @@ def test_sse_streams_decrypted_text_for_gateway_sealed_prompts(stack: Any) -> No
 
 def test_sse_is_refused_for_client_sealed_envelopes(stack: Any) -> None:
     client, _, _ = stack
-    sealed = seal_request(b"{}", request_id="r-sse", tenant_id="tenant1", mode="plain", region="us-west-1",
-                          recipients=recipients(client))  # fmt: skip
+    sealed = seal_request(
+        b"{}", request_id="r-sse", tenant_id="tenant1", mode="plain", region="us-west-1", recipients=recipients(client)
+    )
     payload = {"tenant_id": "tenant1", "region": "us-west-1", "envelope": sealed.envelope.to_dict()}
     response = call(client, "POST", "/infer", json=payload, headers={"Accept": "text/event-stream"})
     assert response.status_code == 406 and response.json()["error"] == "not_acceptable"
@@ -117,8 +129,16 @@ def test_sse_is_refused_for_client_sealed_envelopes(stack: Any) -> None:
         ({"json": {k: v for k, v in PLAIN.items() if k != "prompt"}}, 422, "invalid_request"),
         ({"json": {**PLAIN, "unexpected": 1}}, 422, "invalid_request"),
         ({"json": {**PLAIN, "prompt": "x" * 101}}, 413, "prompt_too_long"),
-        ({"content": b"x" * (2 << 20), "headers": {"Content-Type": "application/json"}}, 413, "payload_too_large"),
-        ({"content": json.dumps(PLAIN), "headers": {"Content-Type": "text/plain"}}, 415, "unsupported_media_type"),
+        (
+            {"content": b"x" * (2 << 20), "headers": {"Content-Type": "application/json"}},
+            413,
+            "payload_too_large",
+        ),
+        (
+            {"content": json.dumps(PLAIN), "headers": {"Content-Type": "text/plain"}},
+            415,
+            "unsupported_media_type",
+        ),
         ({"json": {**PLAIN, "region": "mars-1"}}, 400, "unknown_region"),
         ({"json": {**PLAIN, "mode": "rag"}}, 501, "mode_not_supported"),
         ({"json": {**PLAIN, "region": "eu-west-1"}}, 503, "no_worker_available"),
@@ -145,8 +165,14 @@ def test_validation_errors_do_not_echo_input(stack: Any) -> None:
 
 def test_tampered_and_unknown_key_envelopes(stack: Any, key_sets: list[WorkerKeys]) -> None:
     client, _, _ = stack
-    sealed = seal_request(b'{"messages":[]}', request_id="r-tamper", tenant_id="tenant1", mode="plain",
-                          region="us-west-1", recipients=key_sets[0].public_keys[:1])  # fmt: skip
+    sealed = seal_request(
+        b'{"messages":[]}',
+        request_id="r-tamper",
+        tenant_id="tenant1",
+        mode="plain",
+        region="us-west-1",
+        recipients=key_sets[0].public_keys[:1],
+    )
     envelope = sealed.envelope.to_dict()
     tampered = {**envelope, "ciphertext": envelope["ciphertext"][:-4] + "AAAA"}
     base = {"tenant_id": "tenant1", "region": "us-west-1"}
@@ -154,8 +180,14 @@ def test_tampered_and_unknown_key_envelopes(stack: Any, key_sets: list[WorkerKey
     # Only the enclave can tell: its refusal comes back before any data, so the gateway answers 400.
     assert response.status_code == 400 and response.json()["error"] == "invalid_envelope"
     stranger = WorkerKeys.generate()
-    foreign = seal_request(b"{}", request_id="r-foreign", tenant_id="tenant1", mode="plain", region="us-west-1",
-                           recipients=stranger.public_keys)  # fmt: skip
+    foreign = seal_request(
+        b"{}",
+        request_id="r-foreign",
+        tenant_id="tenant1",
+        mode="plain",
+        region="us-west-1",
+        recipients=stranger.public_keys,
+    )
     response = call(client, "POST", "/infer", json={**base, "envelope": foreign.envelope.to_dict()})
     assert response.status_code == 409 and response.json()["error"] == "stale_keys"
     response = call(client, "POST", "/infer", json={**base, "envelope": {"header": "e30="}})
@@ -166,8 +198,14 @@ def test_tampered_and_unknown_key_envelopes(stack: Any, key_sets: list[WorkerKey
 
 def test_replayed_envelope_is_refused(stack: Any) -> None:
     client, _, _ = stack
-    sealed = seal_request(RequestBody.from_prompt("x").to_bytes(), request_id="r-replay", tenant_id="tenant1",
-                          mode="plain", region="us-west-1", recipients=recipients(client))  # fmt: skip
+    sealed = seal_request(
+        RequestBody.from_prompt("x").to_bytes(),
+        request_id="r-replay",
+        tenant_id="tenant1",
+        mode="plain",
+        region="us-west-1",
+        recipients=recipients(client),
+    )
     payload = {"tenant_id": "tenant1", "region": "us-west-1", "envelope": sealed.envelope.to_dict()}
     assert call(client, "POST", "/infer", json=payload).status_code == 200
     second = call(client, "POST", "/infer", json=payload)

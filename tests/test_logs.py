@@ -16,7 +16,13 @@ def test_records_carry_only_allow_listed_fields(caplog: pytest.LogCaptureFixture
 
 @pytest.mark.parametrize(
     "fields",
-    [{"prompt": "x"}, {"text": "hello"}, {"request_id": "has spaces in it"}, {"reason": "a\nb"}, {"bytes": b"x"}],
+    [
+        {"prompt": "x"},
+        {"text": "hello"},
+        {"request_id": "has spaces in it"},
+        {"reason": "a\nb"},
+        {"bytes": b"x"},
+    ],
 )
 def test_content_bearing_fields_are_refused(fields: dict[str, object]) -> None:
     with pytest.raises(UnsafeLogField):

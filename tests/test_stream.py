@@ -76,7 +76,7 @@ def test_frames_after_final_are_refused() -> None:
 
 
 def test_error_frame_ends_the_stream_with_a_known_code() -> None:
-    frames = frames_for("r1", ["a"])[:1] + [make_error_frame(ErrorCode.WORKER_LOST, "r1")]
+    frames = [*frames_for("r1", ["a"])[:1], make_error_frame(ErrorCode.WORKER_LOST, "r1")]
     events = read_all(frames)
     assert events[-1] == ErrorEvent(code="worker_lost", request_id="r1")
 

@@ -43,8 +43,15 @@ def make_worker(keys: WorkerKeys, engine: ScriptedEngine) -> tuple[EnclaveWorker
 
 def seal(keys: WorkerKeys, prompt: str = "hi", request_id: str = "req-1", suite: Suite = Suite.HPKE_X25519):
     body = RequestBody.from_prompt(prompt).to_bytes()
-    return seal_request(body, request_id=request_id, tenant_id="t1", mode="plain", region="us-west-1",
-                        recipients=keys.public_keys, suite=suite)  # fmt: skip
+    return seal_request(
+        body,
+        request_id=request_id,
+        tenant_id="t1",
+        mode="plain",
+        region="us-west-1",
+        recipients=keys.public_keys,
+        suite=suite,
+    )
 
 
 async def collect(frames: AsyncIterator[bytes]) -> list[bytes]:
@@ -70,8 +77,11 @@ def test_pipeline_streams_sealed_chunks_and_metrics(keys: WorkerKeys, suite: Sui
     assert final.metrics["output_tokens"] == 3 and final.metrics["worker_id"] == "w1"
     assert engine.seen[-1].messages[0].content == "the prompt"
     assert observer.transitions == [
-        ("MODEL_LOADING", "READY"), ("READY", "BUSY"), ("BUSY", "STREAMING"), ("STREAMING", "READY"),
-    ]  # fmt: skip
+        ("MODEL_LOADING", "READY"),
+        ("READY", "BUSY"),
+        ("BUSY", "STREAMING"),
+        ("STREAMING", "READY"),
+    ]
     assert len(observer.finished) == 1
     assert all(b"Hello" not in frame for frame in frames)
 
@@ -134,8 +144,14 @@ def test_engine_start_failure_is_failed_state(keys: WorkerKeys) -> None:
 def test_invalid_body_gets_sealed_error(keys: WorkerKeys) -> None:
     worker, _ = make_worker(keys, ScriptedEngine())
     asyncio.run(worker.start())
-    sealed = seal_request(b'{"nope": 1}', request_id="req-9", tenant_id="t1", mode="plain", region="us-west-1",
-                          recipients=keys.public_keys)  # fmt: skip
+    sealed = seal_request(
+        b'{"nope": 1}',
+        request_id="req-9",
+        tenant_id="t1",
+        mode="plain",
+        region="us-west-1",
+        recipients=keys.public_keys,
+    )
     events = read(sealed, asyncio.run(collect(worker.run(sealed.envelope))))
     assert events == [FinalEvent({"worker_id": "w1"}, "invalid_request")]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,7 @@ class GenerationStats:
     def tokens_per_sec(self) -> float:
         return self.output_tokens / (self.total_ms / 1000) if self.total_ms > 0 else 0.0
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "ttft_ms": round(self.ttft_ms, 3),
             "total_ms": round(self.total_ms, 3),

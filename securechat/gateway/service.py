@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -97,7 +97,11 @@ class GatewayService:
         except ValueError:
             raise HTTPError(ErrorCode.INVALID_ENVELOPE) from None
         header = envelope.header
-        if (header.tenant_id, header.region, header.mode) != (request.tenant_id, request.region, request.mode):
+        if (header.tenant_id, header.region, header.mode) != (
+            request.tenant_id,
+            request.region,
+            request.mode,
+        ):
             raise HTTPError(ErrorCode.INVALID_ENVELOPE, header.request_id)
         return envelope
 
@@ -176,8 +180,14 @@ class GatewayService:
     def _finish(self, accepted: AcceptedStream, frames: int, num_bytes: int) -> None:
         e2e_ms = (time.perf_counter() - accepted.started) * 1000
         self.observer.request_finished(200, e2e_ms, frames, num_bytes)
-        log_event(logger, "request_streamed", request_id=accepted.request_id, e2e_ms=round(e2e_ms, 1),
-                  frames=frames, bytes=num_bytes)  # fmt: skip
+        log_event(
+            logger,
+            "request_streamed",
+            request_id=accepted.request_id,
+            e2e_ms=round(e2e_ms, 1),
+            frames=frames,
+            bytes=num_bytes,
+        )
 
     def record_refusal(self, status_code: int, started: float) -> None:
         self.observer.request_finished(status_code, (time.perf_counter() - started) * 1000, 0, 0)
@@ -187,7 +197,7 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
     try:
         yield first
         async for chunk in rest:
@@ -202,4 +212,4 @@ async def _close(stream: AsyncIterator[bytes]) -> None:
         try:
             await close()
         except Exception as exc:  # closing a broken upstream must not mask the original outcome
-            log_event(logger, "upstream_close_failed", logging.DEBUG, reason=type(exc).__name__)
+            log_event(logger, "upstream_close_failed", level=logging.DEBUG, reason=type(exc).__name__)

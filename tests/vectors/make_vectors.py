@@ -32,13 +32,22 @@ def main() -> None:
     rsa_pem = rsa_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    keys = WorkerKeys({Suite.HPKE_X25519: x25519.X25519PrivateKey.from_private_bytes(X25519_PRIVATE), Suite.RSA_OAEP: rsa_key})
+    keys = WorkerKeys(
+        {
+            Suite.HPKE_X25519: x25519.X25519PrivateKey.from_private_bytes(X25519_PRIVATE),
+            Suite.RSA_OAEP: rsa_key,
+        }
+    )
     cases = []
     for suite in Suite:
         sealed = seal_request(BODY, **HEADER, recipients=keys.public_keys, suite=suite, _dek=DEK, _nonce=NONCE)
         env = sealed.envelope
         sealer = ResponseSealer(derive_response_key(DEK, HEADER["request_id"]), HEADER["request_id"])
-        frames = [sealer.seal_chunk("Hello"), sealer.seal_chunk(" ✓"), sealer.seal_final({"output_tokens": 2})]
+        frames = [
+            sealer.seal_chunk("Hello"),
+            sealer.seal_chunk(" ✓"),
+            sealer.seal_final({"output_tokens": 2}),
+        ]
         cases.append(
             {
                 "suite": suite.value,

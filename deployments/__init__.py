@@ -1,0 +1,1 @@
+"""Thin Ray Serve wrappers over the securechat core, and the application builder."""

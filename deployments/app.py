@@ -1,0 +1,44 @@
+"""The application builder: ``serve run serve_config.yaml`` calls ``build_app`` with the config's ``args``.
+
+Deployment names are stable so serve_config.yaml's ``deployments:`` section can set ``num_replicas`` and
+``ray_actor_options`` per deployment: ``Gateway``, ``Orchestrator`` and one ``Worker-<region>`` per region.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from deployments.gateway import GatewayDeployment
+from deployments.orchestrator import OrchestratorDeployment
+from deployments.worker import WorkerDeployment
+from securechat.config import AppSettings
+
+# CPU-friendly defaults; serve_config.yaml and configs/*.yaml override them per deployment.
+_LIGHT = {"num_cpus": 0.1}
+
+
+def worker_deployment_name(region: str) -> str:
+    return f"Worker-{region}"
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    settings = AppSettings.model_validate(args)
+    plain = settings.model_dump(mode="json")
+    workers = {
+        region: serve.deployment(
+            name=worker_deployment_name(region),
+            ray_actor_options={"num_cpus": 0.25},
+            max_ongoing_requests=1,
+            health_check_period_s=5,
+        )(WorkerDeployment).bind(plain, region)
+        for region in settings.region_names
+    }
+    orchestrator = serve.deployment(name="Orchestrator", ray_actor_options=_LIGHT, max_ongoing_requests=1000)(
+        OrchestratorDeployment
+    ).bind(plain, workers)
+    return serve.deployment(name="Gateway", ray_actor_options=_LIGHT, max_ongoing_requests=1000)(
+        GatewayDeployment
+    ).bind(plain, orchestrator)

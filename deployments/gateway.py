@@ -1,0 +1,50 @@
+"""Gateway deployment: the FastAPI ingress, talking to the orchestrator through Ray handles."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+
+from deployments.metrics import GatewayMetrics
+from securechat.config import AppSettings
+from securechat.gateway.app import create_app
+from securechat.gateway.service import GatewayService
+
+
+class HandleBackend:
+    """OrchestratorBackend over a DeploymentHandle (ciphertext only crosses it)."""
+
+    def __init__(self, orchestrator: DeploymentHandle) -> None:
+        self._infer = orchestrator.options(method_name="infer", stream=True)
+        self._directory = orchestrator.options(method_name="key_directory")
+
+    async def infer(self, envelope: bytes) -> AsyncIterator[bytes]:
+        stream = self._infer.remote(envelope)
+        assert isinstance(stream, DeploymentResponseGenerator)
+        try:
+            async for frame in stream:
+                yield frame
+        finally:
+            stream.cancel()  # a client that went away frees its worker slot
+
+    async def key_directory(self, region: str) -> list[dict[str, Any]]:
+        directory: list[dict[str, Any]] = await self._directory.remote(region)
+        return directory
+
+
+@serve.ingress()
+class GatewayDeployment:
+    def __init__(self, settings: dict[str, Any], orchestrator: DeploymentHandle) -> None:
+        self._service = GatewayService(
+            AppSettings.model_validate(settings), HandleBackend(orchestrator), GatewayMetrics()
+        )
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """Serve calls this after __init__: the app is built in the replica, with this replica's service."""
+        app = create_app()
+        app.state.service = self._service
+        return app

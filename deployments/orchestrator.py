@@ -1,0 +1,26 @@
+"""Orchestrator deployment: the InferenceDispatcher over one RayWorkerPool per region."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray.serve.handle import DeploymentHandle
+
+from deployments.pool import RayWorkerPool
+from securechat.config import AppSettings
+from securechat.dispatcher import InferenceDispatcher
+
+
+class OrchestratorDeployment:
+    def __init__(self, settings: dict[str, Any], workers: dict[str, DeploymentHandle]) -> None:
+        app = AppSettings.model_validate(settings)
+        pools = {region: RayWorkerPool(handle) for region, handle in workers.items()}
+        self._dispatcher = InferenceDispatcher(pools, app.dispatch)
+
+    async def infer(self, envelope: bytes) -> AsyncIterator[bytes]:
+        async for frame in self._dispatcher.dispatch(envelope):
+            yield frame
+
+    async def key_directory(self, region: str) -> list[dict[str, Any]]:
+        return await self._dispatcher.key_directory(region)

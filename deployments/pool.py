@@ -1,0 +1,54 @@
+"""A region's Worker deployment as a ``WorkerPool``: Serve's choose_replica / dispatch / broadcast."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+
+from securechat.dispatcher import Overloaded, Selection, WorkerLost, WorkerPool
+
+_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, ReplicaUnavailableError)
+DESCRIBE_TIMEOUT_S = 5.0
+
+
+class RayWorkerPool(WorkerPool):
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self._run = handle.options(method_name="run", stream=True)
+        self._handle = handle
+
+    @contextlib.asynccontextmanager
+    async def choose(self) -> AsyncIterator[Selection]:
+        try:
+            chooser = self._run.choose_replica()
+            async with chooser as selection:
+                metadata = selection.replica_metadata
+                yield Selection(
+                    replica_id=str(selection.replica_id),
+                    worker_id=str(metadata.get("worker_id", "")),
+                    key_ids=frozenset(key["key_id"] for key in metadata.get("keys", [])),
+                    handle=selection,
+                )
+        except BackPressureError:
+            raise Overloaded() from None
+
+    async def dispatch(self, selection: Selection, envelope: bytes) -> AsyncIterator[bytes]:
+        stream = self._run.dispatch(selection.handle, envelope)
+        assert isinstance(stream, DeploymentResponseGenerator)
+        try:
+            async for frame in stream:
+                yield frame
+        except _LOST:
+            raise WorkerLost() from None
+        finally:
+            stream.cancel()
+
+    async def describe(self) -> list[dict[str, Any]]:
+        results = await self._handle.broadcast("describe").results_async(
+            timeout_s=DESCRIBE_TIMEOUT_S, return_exceptions=True
+        )
+        return sorted((r for r in results if isinstance(r, dict)), key=lambda r: r["worker_id"])

@@ -1,0 +1,26 @@
+"""Shared fixtures. The tiny model is built once per session into a temp cache; nothing is downloaded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def securechat_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh cache root, also exported as ``SECURECHAT_CACHE_DIR`` for the whole session."""
+    cache_dir = tmp_path_factory.mktemp("securechat-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SECURECHAT_CACHE_DIR", str(cache_dir))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield cache_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(securechat_cache_dir: Path) -> Path:
+    """The embedded tiny Qwen2 model, built once into the session cache."""
+    from securechat.tiny_model import ensure_tiny_model
+
+    return ensure_tiny_model(securechat_cache_dir)
