@@ -45,7 +45,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 
 def is_valid_id(value: object) -> bool:
     """Request, tenant and region ids: short printable identifiers (safe to log)."""
-    return isinstance(value, str) and _ID.match(value) is not None
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)

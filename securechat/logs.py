@@ -71,7 +71,7 @@ def _check(fields: dict[str, object]) -> None:
     for key, value in fields.items():
         if key not in ALLOWED_FIELDS:
             raise UnsafeLogField(f"log field not allowed: {key}")
-        if isinstance(value, str) and not _SAFE_STRING.match(value):
+        if isinstance(value, str) and not _SAFE_STRING.fullmatch(value):
             raise UnsafeLogField(f"log value for {key} is not an identifier")
         if not isinstance(value, str | int | float | bool | None):
             raise UnsafeLogField(f"log value for {key} has type {type(value).__name__}")
@@ -86,7 +86,7 @@ def format_event(event: str, fields: dict[str, object]) -> str:
 
 def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: object) -> None:
     """Log ``event`` with allow-listed ``fields``; never pass request content here."""
-    if not _SAFE_STRING.match(event):
+    if not _SAFE_STRING.fullmatch(event):
         raise UnsafeLogField("event names are identifiers")
     if logger.isEnabledFor(level):
         logger.log(level, format_event(event, fields))

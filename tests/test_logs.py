@@ -21,6 +21,7 @@ def test_records_carry_only_allow_listed_fields(caplog: pytest.LogCaptureFixture
         {"text": "hello"},
         {"request_id": "has spaces in it"},
         {"reason": "a\nb"},
+        {"reason": "trailing\n"},
         {"bytes": b"x"},
     ],
 )
