@@ -28,13 +28,16 @@ def build_app(args: dict[str, Any]) -> Application:
     settings = AppSettings.model_validate(args)
     plain = settings.model_dump(mode="json")
     workers = {
-        region: serve.deployment(
-            name=worker_deployment_name(region),
+        region.name: serve.deployment(
+            name=worker_deployment_name(region.name),
+            num_replicas=region.num_replicas,
             ray_actor_options={"num_cpus": 0.25},
-            max_ongoing_requests=1,
+            # Requests beyond the engine's own concurrency wait inside the worker; the headroom also lets
+            # control calls (describe, used for the key directory) through while it is busy.
+            max_ongoing_requests=8,
             health_check_period_s=5,
-        )(WorkerDeployment).bind(plain, region)
-        for region in settings.region_names
+        )(WorkerDeployment).bind(plain, region.name)
+        for region in settings.regions
     }
     orchestrator = serve.deployment(name="Orchestrator", ray_actor_options=_LIGHT, max_ongoing_requests=1000)(
         OrchestratorDeployment

@@ -7,19 +7,22 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from securechat.dispatcher import Overloaded, Selection, WorkerLost, WorkerPool
 
 _LOST = (RayActorError, ActorDiedError, ActorUnavailableError, ReplicaUnavailableError)
-DESCRIBE_TIMEOUT_S = 5.0
+# Broadcasts wait for a free slot on each replica (max_ongoing_requests), so a saturated replica may not
+# answer quickly; its identity never changes while it lives, so the last answer stands in for it.
+DESCRIBE_TIMEOUT_S = 2.0
 
 
 class RayWorkerPool(WorkerPool):
     def __init__(self, handle: DeploymentHandle) -> None:
         self._run = handle.options(method_name="run", stream=True)
         self._handle = handle
+        self._last_described: list[dict[str, Any]] = []
 
     @contextlib.asynccontextmanager
     async def choose(self) -> AsyncIterator[Selection]:
@@ -48,7 +51,13 @@ class RayWorkerPool(WorkerPool):
             stream.cancel()
 
     async def describe(self) -> list[dict[str, Any]]:
-        results = await self._handle.broadcast("describe").results_async(
-            timeout_s=DESCRIBE_TIMEOUT_S, return_exceptions=True
-        )
-        return sorted((r for r in results if isinstance(r, dict)), key=lambda r: r["worker_id"])
+        try:
+            results = await self._handle.broadcast("describe").results_async(
+                timeout_s=DESCRIBE_TIMEOUT_S, return_exceptions=True
+            )
+        except TimeoutError:
+            return self._last_described
+        except DeploymentUnavailableError:
+            results = []
+        self._last_described = sorted((r for r in results if isinstance(r, dict)), key=lambda r: r["worker_id"])
+        return self._last_described

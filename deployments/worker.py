@@ -23,8 +23,8 @@ class WorkerDeployment:
         self._worker = EnclaveWorker(
             worker_id=worker_id,
             region=region,
-            engine=build_engine(app.engine),
-            max_new_tokens=app.engine.max_new_tokens,
+            engine=build_engine(app.engine_for(region)),
+            max_new_tokens=app.engine_for(region).max_new_tokens,
             observer=WorkerMetrics(worker_id, region),
         )
         await self._worker.start()

@@ -30,7 +30,12 @@ class EngineSettings(_Strict):
 
 
 class RegionSettings(_Strict):
+    """One region's worker pool. ``num_replicas`` is the builder's default; serve_config.yaml's
+    ``deployments:`` entry for ``Worker-<name>`` overrides it (that is where operators scale)."""
+
     name: str
+    num_replicas: int = Field(default=1, ge=1)
+    engine: EngineSettings | None = None  # overrides the app-wide engine for this region
 
     @field_validator("name")
     @classmethod
@@ -70,3 +75,9 @@ class AppSettings(_Strict):
     @property
     def region_names(self) -> tuple[str, ...]:
         return tuple(region.name for region in self.regions)
+
+    def engine_for(self, region: str) -> EngineSettings:
+        for candidate in self.regions:
+            if candidate.name == region:
+                return candidate.engine or self.engine
+        raise KeyError(region)

@@ -157,10 +157,8 @@ class InferenceDispatcher:
         """
         wanted = frozenset(envelope.header.key_ids)
         refused: set[str] = set()
-        async with (
-            asyncio.timeout(self._settings.choose_timeout_s),
-            contextlib.AsyncExitStack() as passed_over,
-        ):
+        keys_are_live: bool | None = None  # asked of the pool once, only if the router repeats a refused replica
+        async with asyncio.timeout(self._settings.choose_timeout_s), contextlib.AsyncExitStack() as passed_over:
             while True:
                 chooser = pool.choose()
                 selection = await chooser.__aenter__()
@@ -168,8 +166,10 @@ class InferenceDispatcher:
                     keep.push_async_exit(chooser)
                     return selection
                 passed_over.push_async_exit(chooser)
-                if selection.replica_id in refused and not await self._region_holds_keys(pool, wanted):
-                    return None
+                if selection.replica_id in refused and keys_are_live is None:
+                    keys_are_live = await self._region_holds_keys(pool, wanted)
+                    if not keys_are_live:
+                        return None
                 refused.add(selection.replica_id)
 
     @staticmethod

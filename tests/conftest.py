@@ -24,3 +24,15 @@ def tiny_model_path(securechat_cache_dir: Path) -> Path:
     from securechat.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model(securechat_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def ray_app(tiny_model_path: Path, securechat_cache_dir: Path) -> Iterator[object]:
+    """The whole Serve app on a local Ray cluster (tests marked ``ray``); the tiny model is prebuilt."""
+    from tests import ray_harness
+
+    app = ray_harness.start(securechat_cache_dir)
+    try:
+        yield app
+    finally:
+        ray_harness.stop()
