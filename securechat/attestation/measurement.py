@@ -1,0 +1,114 @@
+"""Measure a worker into named registers, like Nitro PCRs or TDX RTMRs: each is a hex SHA-256.
+
+- ``code``: every ``.py`` file of the ``securechat`` package (what the worker executes).
+- ``config``: the runtime settings that change what the worker computes or reveals (engine, model, precision,
+  limits, debug), as canonical JSON; placement settings such as ``device`` are left out on purpose.
+- ``model``: every non-hidden file of the model directory (config, tokenizer, weights, chat templates, any
+  custom code). Measuring all files, not a list of known names, fails closed: a file the loader reads cannot
+  slip past the measurement. Hidden entries (``.cache/`` download metadata, ``.git``) are skipped because they
+  change without changing the model.
+
+Each file enters the hash as (length-prefixed relative path, length-prefixed contents), in sorted path order,
+so the encoding is unambiguous and independent of directory listing order. Large files are streamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from securechat.attestation._canonical import canonical_json
+
+CODE: Final = "code"
+CONFIG: Final = "config"
+MODEL: Final = "model"
+REGISTER_NAMES: Final = (CODE, CONFIG, MODEL)
+REGISTER_HEX: Final = 64  # hex SHA-256
+MAX_REGISTERS: Final = 16
+
+# EngineSettings fields that change behaviour; debug is added by the caller.
+CONFIG_FIELDS: Final = (
+    "kind",
+    "model",
+    "dtype",
+    "quantization",
+    "attn_implementation",
+    "max_input_tokens",
+    "max_new_tokens",
+    "disable_eos",
+    "options",
+)
+
+_CHUNK_BYTES = 1 << 20
+_DOMAIN = b"securechat-measurement-v1\x00"
+
+
+def default_package_dir() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def measure_code(package_dir: Path) -> str:
+    files = [path for path in _walk(package_dir, skip_hidden=False) if path.suffix == ".py"]
+    return _hash_files(CODE, package_dir, files)
+
+
+def runtime_config(engine: Mapping[str, Any], *, debug: bool) -> dict[str, Any]:
+    """The part of the engine settings (``EngineSettings.model_dump()``) that the config register covers."""
+    missing = [name for name in CONFIG_FIELDS if name not in engine]
+    if missing:
+        raise ValueError("engine settings lack a measured field")
+    return {**{name: engine[name] for name in CONFIG_FIELDS}, "debug": debug}
+
+
+def measure_config(config: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256(_DOMAIN + CONFIG.encode() + b"\x00")
+    digest.update(canonical_json(dict(config)))
+    return digest.hexdigest()
+
+
+def measure_model(model_dir: Path) -> str:
+    files = list(_walk(model_dir, skip_hidden=True))
+    if not files:
+        raise ValueError("model directory has no files")
+    return _hash_files(MODEL, model_dir, files)
+
+
+def measure_worker(package_dir: Path, config: Mapping[str, Any], model_dir: Path) -> dict[str, str]:
+    return {
+        CODE: measure_code(package_dir),
+        CONFIG: measure_config(config),
+        MODEL: measure_model(model_dir),
+    }
+
+
+def _walk(root: Path, *, skip_hidden: bool) -> Iterable[Path]:
+    if not root.is_dir():
+        raise ValueError("not a directory")
+    # followlinks=False: a symlinked directory could point anywhere and loop; symlinked files are read
+    # through, since that is what an import or a loader would read.
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = [name for name in dirnames if name != "__pycache__" and not (skip_hidden and name[0] == ".")]
+        for name in filenames:
+            if not (skip_hidden and name[0] == "."):
+                yield Path(dirpath, name)
+
+
+def _hash_files(register: str, root: Path, files: list[Path]) -> str:
+    digest = hashlib.sha256(_DOMAIN + register.encode() + b"\x00")
+    entries = sorted((path.relative_to(root).as_posix(), path) for path in files)
+    for relative, path in entries:
+        name = relative.encode()
+        digest.update(len(name).to_bytes(8, "big") + name)
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            digest.update(size.to_bytes(8, "big"))
+            num_read = 0
+            while chunk := handle.read(_CHUNK_BYTES):
+                digest.update(chunk)
+                num_read += len(chunk)
+        if num_read != size:  # the file changed while we read it: the measurement would mean nothing
+            raise ValueError("file changed during measurement")
+    return digest.hexdigest()

@@ -1,0 +1,195 @@
+"""Verify before you send: check an attestation document, then hand back only keys that passed.
+
+Checks run in a fixed order (the order of ``AttestationFailure``), each refusing with its own reason, so an
+operator reading ``attestation refused: stale`` knows what to fix. Nothing is trusted before the signature
+chain verifies; the manifest's signature is checked before any register is compared with it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from securechat.attestation._canonical import read_hex
+from securechat.attestation.document import NONCE_MAX_HEX, NONCE_MIN_HEX, AttestationDocument
+from securechat.attestation.errors import AttestationError, AttestationFailure
+from securechat.attestation.manifest import SignedManifest
+from securechat.attestation.platform_root import root_id
+from securechat.keys import RecipientKey, Suite, key_id_for
+from securechat.logs import get_logger, log_event
+
+logger = get_logger("attestation")
+
+NONCE_BYTES = 32
+DEFAULT_MAX_AGE_S = 60.0
+DEFAULT_MAX_SKEW_S = 5.0  # clocks of verifier and worker host may disagree by this much
+
+
+def new_nonce() -> str:
+    """A fresh challenge; send it with the key-directory request and pass it to ``verify``."""
+    return secrets.token_hex(NONCE_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedWorker:
+    worker_id: str
+    keys: tuple[RecipientKey, ...]
+    expires_at: int  # unix seconds: the earlier of key expiry and certificate expiry; refetch before then
+    registers: Mapping[str, str]
+
+    def key_for(self, suite: Suite) -> RecipientKey | None:
+        return next((key for key in self.keys if key.suite is suite), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    index: int  # position in the list given to verify_all
+    reason: AttestationFailure
+    register: str | None
+    claimed_worker_id: str | None  # as the document claims it, unverified; None if it did not parse
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationReport:
+    verified: tuple[VerifiedWorker, ...]
+    refused: tuple[Refusal, ...]
+
+    def recipient_keys(self, suite: Suite | None = None) -> list[RecipientKey]:
+        """Keys to seal to: from verified workers only. Empty means seal to no one, never to unverified keys."""
+        return [key for worker in self.verified for key in worker.keys if suite is None or key.suite is suite]
+
+
+class DocumentVerifier(Protocol):
+    """What a sealer needs: a document and the nonce it sent in, a verified worker out, or AttestationError."""
+
+    def verify(self, document: Mapping[str, Any], expected_nonce: str) -> VerifiedWorker: ...
+
+
+class AttestationVerifier:
+    def __init__(
+        self,
+        pinned_root_public_key: ed25519.Ed25519PublicKey,
+        manifest: SignedManifest,
+        release_public_key: ed25519.Ed25519PublicKey,
+        *,
+        max_age_s: float = DEFAULT_MAX_AGE_S,
+        max_skew_s: float = DEFAULT_MAX_SKEW_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_age_s <= 0 or max_skew_s < 0:
+            raise ValueError("max_age_s must be positive and max_skew_s non-negative")
+        self._root = pinned_root_public_key
+        self._root_id = root_id(pinned_root_public_key)
+        self._manifest = manifest
+        # The manifest is frozen, so its signature is checked once; verify() still refuses at its turn.
+        self._manifest_ok = manifest.verify(release_public_key)
+        self._max_age_s = max_age_s
+        self._max_skew_s = max_skew_s
+        self._clock = clock
+
+    def verify(self, document: Mapping[str, Any], expected_nonce: str) -> VerifiedWorker:
+        read_hex(expected_nonce, min_chars=NONCE_MIN_HEX, max_chars=NONCE_MAX_HEX)  # a caller bug, not a refusal
+        now = self._clock()  # one reading, so every time check sees the same instant
+        try:
+            parsed = AttestationDocument.from_dict(document)
+        except (ValueError, TypeError):
+            self._log_refusal(AttestationError(AttestationFailure.MALFORMED), None)
+            raise AttestationError(AttestationFailure.MALFORMED) from None
+        try:
+            worker = self._check(parsed, expected_nonce, now)
+        except AttestationError as exc:
+            self._log_refusal(exc, parsed.worker_id)
+            raise
+        log_event(logger, "worker_attested", worker_id=worker.worker_id, num_keys=len(worker.keys))
+        return worker
+
+    def verify_all(self, documents: Iterable[Mapping[str, Any]], nonce: str) -> VerificationReport:
+        """Verify each document on its own; the report keeps verified workers and refusals apart."""
+        verified: list[VerifiedWorker] = []
+        refused: list[Refusal] = []
+        for index, document in enumerate(documents):
+            try:
+                verified.append(self.verify(document, nonce))
+            except AttestationError as exc:
+                refused.append(Refusal(index, exc.reason, exc.register, _claimed_worker_id(document)))
+        return VerificationReport(tuple(verified), tuple(refused))
+
+    def _check(self, document: AttestationDocument, expected_nonce: str, now: float) -> VerifiedWorker:
+        self._check_chain(document, now)
+        if not hmac.compare_digest(document.nonce, expected_nonce):
+            raise AttestationError(AttestationFailure.NONCE_MISMATCH)
+        if document.timestamp > now + self._max_skew_s:
+            raise AttestationError(AttestationFailure.FROM_FUTURE)
+        if now - document.timestamp > self._max_age_s:
+            raise AttestationError(AttestationFailure.STALE)
+        if not self._manifest_ok:
+            raise AttestationError(AttestationFailure.MANIFEST_SIGNATURE)
+        self._check_registers(document)
+        if document.debug:
+            raise AttestationError(AttestationFailure.DEBUG_ENABLED)
+        if document.key_expiry <= now:
+            raise AttestationError(AttestationFailure.KEY_EXPIRED)
+        for key in document.public_keys:
+            _check_key(key)
+        return VerifiedWorker(
+            worker_id=document.worker_id,
+            keys=document.public_keys,
+            expires_at=min(document.key_expiry, document.certificate.not_after),
+            registers=document.registers,
+        )
+
+    def _check_chain(self, document: AttestationDocument, now: float) -> None:
+        cert = document.certificate
+        if not hmac.compare_digest(cert.issuer, self._root_id):
+            raise AttestationError(AttestationFailure.WRONG_ROOT)
+        if not cert.verify_issued_by(self._root):
+            raise AttestationError(AttestationFailure.BAD_SIGNATURE)
+        try:
+            attestation_key = cert.attestation_key()
+        except ValueError:
+            raise AttestationError(AttestationFailure.BAD_SIGNATURE) from None
+        if not document.verify_signature(attestation_key):
+            raise AttestationError(AttestationFailure.BAD_SIGNATURE)
+        # After the document signature, so a tampered worker_id reads as bad_signature; this catches a real
+        # attestation key speaking for a worker it was not endorsed for.
+        if cert.subject != document.worker_id:
+            raise AttestationError(AttestationFailure.CERTIFICATE_SUBJECT)
+        if not cert.not_before - self._max_skew_s <= now <= cert.not_after:
+            raise AttestationError(AttestationFailure.CERTIFICATE_EXPIRED)
+
+    def _check_registers(self, document: AttestationDocument) -> None:
+        # Every register the manifest names must be present and allowed, and a register the manifest does not
+        # know is refused too: an unmeasured component is not an accepted one.
+        for name in sorted(set(self._manifest.manifest.registers) | set(document.registers)):
+            value = document.registers.get(name)
+            if value is None or not self._manifest.manifest.allows(name, value):
+                raise AttestationError(AttestationFailure.REGISTER_NOT_ALLOWED, register=name)
+
+    def _log_refusal(self, error: AttestationError, worker_id: str | None) -> None:
+        reason = f"{error.reason.value}:{error.register}" if error.register else error.reason.value
+        claimed = {} if worker_id is None else {"worker_id": worker_id}  # unverified, but a checked identifier
+        log_event(logger, "attestation_refused", level=logging.WARNING, reason=reason, **claimed)
+
+
+def _check_key(key: RecipientKey) -> None:
+    if not hmac.compare_digest(key_id_for(key.public_key_der), key.key_id):
+        raise AttestationError(AttestationFailure.KEY_ID_MISMATCH)
+    try:
+        key.load()  # checks the key parses and fits its suite (RSA size, X25519 type)
+    except (ValueError, UnsupportedAlgorithm):
+        raise AttestationError(AttestationFailure.KEY_INVALID) from None
+
+
+def _claimed_worker_id(document: object) -> str | None:
+    try:
+        return AttestationDocument.from_dict(document).worker_id
+    except (ValueError, TypeError):
+        return None

@@ -1,0 +1,198 @@
+"""Attestation documents and release manifests: round trips, exact signed bytes, strict parsing."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from securechat.attestation import (
+    AttestationDocument,
+    Attester,
+    ReleaseManifest,
+    SignedManifest,
+    build_manifest,
+    issue_document,
+    load_manifest,
+    runtime_config,
+    save_manifest,
+    sign_manifest,
+)
+from securechat.attestation._canonical import canonical_json
+from securechat.keys import Suite, WorkerKeys
+from securechat.worker import WorkerIdentity
+
+NOW = 1_700_000_000
+NONCE = "c0ffee" * 8
+REGISTERS = {"code": "1" * 64, "config": "2" * 64, "model": "3" * 64}
+ROOT = ed25519.Ed25519PrivateKey.generate()
+IDENTITY = WorkerIdentity("worker-1", "us-west-1", WorkerKeys.generate((Suite.HPKE_X25519,)).public_keys)
+CANARY = "PROMPT-CANARY-do-not-log"
+
+
+def _document(**overrides: Any) -> dict[str, Any]:
+    data = issue_document(ROOT, IDENTITY, REGISTERS, NONCE, now=NOW, key_ttl_s=600).to_dict()
+    return {**data, **overrides}
+
+
+def test_round_trip_through_json() -> None:
+    document = issue_document(ROOT, IDENTITY, REGISTERS, NONCE, now=NOW, key_ttl_s=600)
+    parsed = AttestationDocument.from_dict(json.loads(json.dumps(document.to_dict())))
+    assert parsed == document
+    assert parsed.to_dict() == document.to_dict()
+    assert parsed.public_keys == IDENTITY.public_keys
+    assert parsed.key_expiry == NOW + 600 and parsed.timestamp == NOW and not parsed.debug
+
+
+def test_signature_covers_the_exact_canonical_bytes() -> None:
+    document = issue_document(ROOT, IDENTITY, REGISTERS, NONCE, now=NOW, key_ttl_s=600)
+    body = {key: value for key, value in document.to_dict().items() if key != "signature"}
+    expected = (
+        b"securechat-attestation-document-v1\x00" + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    )
+    assert document.signed_bytes() == expected
+    document.certificate.attestation_key().verify(document.signature, expected)  # raises if not
+    assert document.certificate.verify_issued_by(ROOT.public_key())
+
+
+def test_field_order_on_the_wire_does_not_matter() -> None:
+    data = _document()
+    shuffled = dict(reversed(list(data.items())))
+    parsed = AttestationDocument.from_dict(shuffled)
+    assert parsed.verify_signature(parsed.certificate.attestation_key())
+
+
+def test_documents_from_one_attester_share_key_expiry_and_certificate() -> None:
+    attester = Attester(ROOT, IDENTITY, REGISTERS, key_ttl_s=600, now=NOW)
+    first, later = attester.attest(NONCE, now=NOW), attester.attest("ab" * 16, now=NOW + 300)
+    assert first.key_expiry == later.key_expiry == NOW + 600  # re-attesting never extends the keys
+    assert first.certificate == later.certificate
+    assert later.timestamp == NOW + 300
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d.pop("nonce"),
+        lambda d: d.update(extra=1),
+        lambda d: d.update(version=2),
+        lambda d: d.update(debug=0),
+        lambda d: d.update(timestamp=True),
+        lambda d: d.update(timestamp=1.5),
+        lambda d: d.update(timestamp=-1),
+        lambda d: d.update(nonce="ab"),
+        lambda d: d.update(nonce="AB" * 16),
+        lambda d: d.update(worker_id=CANARY + " with spaces"),
+        lambda d: d.update(registers={}),
+        lambda d: d.update(registers={CANARY: "1" * 64}),
+        lambda d: d.update(registers={"code": CANARY}),
+        lambda d: d.update(public_keys=[]),
+        lambda d: d.update(public_keys=[{"suite": CANARY, "key_id": "0" * 32, "public_key": ""}]),
+        lambda d: d.update(public_keys=d["public_keys"] * 2),
+        lambda d: d.update(signature=d["signature"] + "\n"),
+        lambda d: d.update(signature=base64.b64encode(b"x" * 63).decode()),
+        lambda d: d.update(certificate={**d["certificate"], "subject": CANARY + "!"}),
+        lambda d: d.update(certificate={**d["certificate"], "not_after": d["certificate"]["not_before"]}),
+        lambda d: d.update(certificate=None),
+    ],
+)
+def test_strict_parse_refuses_with_content_free_messages(mutate: Any) -> None:
+    data = _document()
+    mutate(data)
+    with pytest.raises(ValueError) as info:
+        AttestationDocument.from_dict(data)
+    assert CANARY not in str(info.value)
+
+
+def test_parse_refuses_non_mappings() -> None:
+    values: list[object] = [None, [], "doc", 3]
+    for value in values:
+        with pytest.raises(ValueError):
+            AttestationDocument.from_dict(value)
+
+
+def test_attester_refuses_bad_inputs() -> None:
+    attester = Attester(ROOT, IDENTITY, REGISTERS, key_ttl_s=600, now=NOW)
+    with pytest.raises(ValueError):
+        attester.attest("not-hex", now=NOW)
+    with pytest.raises(ValueError):
+        Attester(ROOT, IDENTITY, {"Code!": "1" * 64}, key_ttl_s=600, now=NOW)
+    with pytest.raises(ValueError):
+        Attester(ROOT, IDENTITY, REGISTERS, key_ttl_s=600, cert_ttl_s=60, now=NOW)
+    with pytest.raises(ValueError):
+        Attester(ROOT, WorkerIdentity("worker-1", "us-west-1", ()), REGISTERS, key_ttl_s=600, now=NOW)
+
+
+# -- release manifests ---------------------------------------------------------------------------------------
+RELEASE = ed25519.Ed25519PrivateKey.generate()
+
+
+def _manifest() -> ReleaseManifest:
+    return ReleaseManifest("securechat", "v1", {name: {value} for name, value in REGISTERS.items()}, NOW)
+
+
+def test_manifest_round_trip_and_signature(tmp_path: Path) -> None:
+    signed = sign_manifest(_manifest(), RELEASE)
+    assert signed.verify(RELEASE.public_key())
+    assert not signed.verify(ed25519.Ed25519PrivateKey.generate().public_key())
+    save_manifest(tmp_path / "manifest.json", signed)
+    loaded = load_manifest(tmp_path / "manifest.json")
+    assert loaded == signed and loaded.verify(RELEASE.public_key())
+    assert (tmp_path / "manifest.json").read_bytes() == canonical_json(signed.to_dict()) + b"\n"
+
+
+def test_manifest_allows_only_listed_values_and_union_keeps_both() -> None:
+    manifest = _manifest()
+    assert manifest.allows("code", "1" * 64)
+    assert not manifest.allows("code", "4" * 64) and not manifest.allows("other", "1" * 64)
+    newer = ReleaseManifest("securechat", "v2", {**{n: {v} for n, v in REGISTERS.items()}, "code": {"4" * 64}}, NOW)
+    both = newer.union(manifest, release="v1-to-v2", now=NOW)
+    assert both.registers["code"] == {"1" * 64, "4" * 64} and both.registers["model"] == {"3" * 64}
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda m: m.update(registers={"code": ["2" * 64, "1" * 64]}),  # unsorted: not the canonical form
+        lambda m: m.update(registers={"code": ["1" * 64, "1" * 64]}),
+        lambda m: m.update(registers={"code": []}),
+        lambda m: m.update(registers={"code": [CANARY]}),
+        lambda m: m.update(name=CANARY + " x"),
+        lambda m: m.update(version=9),
+        lambda m: m.pop("created_at"),
+    ],
+)
+def test_manifest_strict_parse(mutate: Any) -> None:
+    data = sign_manifest(_manifest(), RELEASE).to_dict()
+    mutate(data["manifest"])
+    with pytest.raises(ValueError) as info:
+        SignedManifest.from_dict(data)
+    assert CANARY not in str(info.value)
+
+
+def test_build_manifest_accepts_exactly_the_current_measurements(tmp_path: Path) -> None:
+    package, model = tmp_path / "pkg", tmp_path / "model"
+    package.mkdir()
+    model.mkdir()
+    (package / "__init__.py").write_text("")
+    (model / "config.json").write_text("{}")
+    engine = {"kind": "hf", "model": "m", "dtype": "fp32", "quantization": "none", "attn_implementation": "sdpa"}
+    config = runtime_config(
+        {**engine, "max_input_tokens": 8, "max_new_tokens": 8, "disable_eos": False, "options": {}}, debug=False
+    )
+    manifest = build_manifest("securechat", "v1", package_dir=package, config=config, model_dir=model, now=NOW)
+    assert set(manifest.registers) == {"code", "config", "model"}
+    assert all(len(values) == 1 for values in manifest.registers.values())
+    assert manifest.created_at == NOW
+
+
+def test_attestation_core_imports_without_ray() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, securechat.attestation; sys.exit(int(bool({'ray', 'torch'} & set(sys.modules))))"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
