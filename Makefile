@@ -28,8 +28,8 @@ serve: tiny-model
 	$(BIN)/serve run serve_config.yaml
 
 lint: setup
-	$(BIN)/ruff check securechat deployments tests benchmarks
-	$(BIN)/ruff format --check securechat deployments tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: setup
 	$(BIN)/mypy

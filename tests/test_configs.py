@@ -1,0 +1,60 @@
+"""serve_config.yaml and every profile in configs/ are valid Serve configs whose args our settings accept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from deployments.app import build_app, worker_deployment_name
+from securechat.config import AppSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_PROFILES = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def load(path: Path) -> tuple[ServeDeploySchema, dict[str, Any]]:
+    raw = yaml.safe_load(path.read_text())
+    return ServeDeploySchema.model_validate(raw), raw["applications"][0]
+
+
+@pytest.mark.parametrize("path", [ROOT / "serve_config.yaml", *GPU_PROFILES], ids=lambda p: p.name)
+def test_config_is_valid_and_names_real_deployments(path: Path) -> None:
+    _, app = load(path)
+    assert app["import_path"] == "deployments.app:build_app"
+    settings = AppSettings.model_validate(app["args"])
+    expected = {"Gateway", "Orchestrator", *(worker_deployment_name(r) for r in settings.region_names)}
+    assert {d["name"] for d in app["deployments"]} <= expected
+    built = build_app(app["args"])  # the graph builds without a running cluster
+    assert built is not None
+
+
+def test_default_profile_runs_on_cpu_with_the_embedded_model() -> None:
+    _, app = load(ROOT / "serve_config.yaml")
+    settings = AppSettings.model_validate(app["args"])
+    assert settings.engine.model == "securechat/tiny-qwen2" and settings.engine.device == "cpu"
+    assert app["runtime_env"]["env_vars"]["HF_HUB_OFFLINE"] == "1"
+    total_cpus = sum(d["num_replicas"] * d["ray_actor_options"]["num_cpus"] for d in app["deployments"])
+    assert total_cpus <= 2  # fits a 2-core machine
+    assert all(d["ray_actor_options"].get("num_gpus", 0) == 0 for d in app["deployments"])
+
+
+@pytest.mark.parametrize("path", GPU_PROFILES, ids=lambda p: p.name)
+def test_gpu_profiles_pin_workers_to_gpus(path: Path) -> None:
+    _, app = load(path)
+    settings = AppSettings.model_validate(app["args"])
+    assert settings.engine.model == "Qwen/Qwen2.5-1.5B-Instruct" and settings.engine.device == "cuda"
+    workers = [d for d in app["deployments"] if d["name"].startswith("Worker-")]
+    assert workers and all(d["ray_actor_options"]["num_gpus"] > 0 for d in workers)
+    gpus = sum(d["num_replicas"] * d["ray_actor_options"]["num_gpus"] for d in workers)
+    assert gpus == 1  # each profile fits one GPU
+
+
+def test_gpu_profiles_cover_the_prototype_variants() -> None:
+    engines = [AppSettings.model_validate(load(p)[1]["args"]).engine for p in GPU_PROFILES]
+    assert {e.attn_implementation for e in engines} >= {"sdpa", "flash_attention_2"}
+    assert {e.quantization for e in engines} == {"none", "int8"}
+    assert {e.dtype for e in engines} >= {"fp16", "bf16"}
