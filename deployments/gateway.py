@@ -21,6 +21,7 @@ class HandleBackend:
     def __init__(self, orchestrator: DeploymentHandle) -> None:
         self._infer = orchestrator.options(method_name="infer", stream=True)
         self._directory = orchestrator.options(method_name="key_directory")
+        self._attestations = orchestrator.options(method_name="attestations")
 
     async def infer(self, envelope: bytes) -> AsyncIterator[bytes]:
         stream = self._infer.remote(envelope)
@@ -34,6 +35,10 @@ class HandleBackend:
     async def key_directory(self, region: str) -> list[dict[str, Any]]:
         directory: list[dict[str, Any]] = await self._directory.remote(region)
         return directory
+
+    async def attestations(self, region: str, nonce: str) -> list[dict[str, Any]]:
+        documents: list[dict[str, Any]] = await self._attestations.remote(region, nonce)
+        return documents
 
 
 @serve.ingress()

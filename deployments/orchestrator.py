@@ -24,3 +24,6 @@ class OrchestratorDeployment:
 
     async def key_directory(self, region: str) -> list[dict[str, Any]]:
         return await self._dispatcher.key_directory(region)
+
+    async def attestations(self, region: str, nonce: str) -> list[dict[str, Any]]:
+        return await self._dispatcher.attestations(region, nonce)

@@ -50,6 +50,16 @@ class RayWorkerPool(WorkerPool):
         finally:
             stream.cancel()
 
+    async def attest(self, nonce: str) -> list[dict[str, Any]]:
+        """Every live replica's document for ``nonce``; a replica that cannot answer in time is left out."""
+        try:
+            results = await self._handle.broadcast("attest", nonce).results_async(
+                timeout_s=DESCRIBE_TIMEOUT_S, return_exceptions=True
+            )
+        except (TimeoutError, DeploymentUnavailableError):
+            return []
+        return sorted((r for r in results if isinstance(r, dict)), key=lambda r: r["worker_id"])
+
     async def describe(self) -> list[dict[str, Any]]:
         try:
             results = await self._handle.broadcast("describe").results_async(

@@ -3,29 +3,45 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from ray import serve
 
 from deployments.metrics import WorkerMetrics
-from securechat.config import AppSettings
+from securechat.attestation import Attester, ensure_root, measure_worker, model_dir_for, runtime_config
+from securechat.attestation.measurement import default_package_dir
+from securechat.config import AppSettings, AttestationSettings, EngineSettings
 from securechat.engine.factory import build_engine
 from securechat.envelope import Envelope
-from securechat.worker import EnclaveWorker
+from securechat.worker import EnclaveWorker, WorkerIdentity
+
+
+def make_attester(identity: WorkerIdentity, engine: EngineSettings, settings: AttestationSettings) -> Attester:
+    """Measure this worker (code, runtime config, model files) and have the platform root endorse it."""
+    registers = measure_worker(
+        default_package_dir(),
+        runtime_config(engine.model_dump(mode="json"), debug=settings.debug),
+        model_dir_for(engine.model),
+    )
+    root = ensure_root(Path(settings.root_key_path) if settings.root_key_path else None)
+    return Attester(root, identity, registers, key_ttl_s=settings.key_ttl_s, debug=settings.debug)
 
 
 class WorkerDeployment:
     # Serve awaits an async constructor: the replica is not routable until the model has loaded.
     async def __init__(self, settings: dict[str, Any], region: str) -> None:  # type: ignore[misc]
         app = AppSettings.model_validate(settings)
+        engine_settings = app.engine_for(region)
         replica_id = serve.get_replica_context().replica_id.unique_id
         worker_id = f"{region}-{replica_id}"
         self._worker = EnclaveWorker(
             worker_id=worker_id,
             region=region,
-            engine=build_engine(app.engine_for(region)),
-            max_new_tokens=app.engine_for(region).max_new_tokens,
+            engine=build_engine(engine_settings),
+            max_new_tokens=engine_settings.max_new_tokens,
             observer=WorkerMetrics(worker_id, region),
+            attester_factory=lambda identity: make_attester(identity, engine_settings, app.attestation),
         )
         await self._worker.start()
 
@@ -35,6 +51,9 @@ class WorkerDeployment:
 
     async def describe(self) -> dict[str, Any]:
         return {**self._worker.identity.to_dict(), "state": self._worker.state.value}
+
+    async def attest(self, nonce: str) -> dict[str, Any]:
+        return {**await self.describe(), "attestation": self._worker.attest(nonce)}
 
     async def run(self, envelope: bytes) -> AsyncIterator[bytes]:
         async for frame in self._worker.run(Envelope.from_bytes(envelope)):

@@ -58,11 +58,20 @@ class DispatchSettings(_Strict):
     choose_timeout_s: float = Field(default=30.0, gt=0)
 
 
+class AttestationSettings(_Strict):
+    """The simulated platform: where workers find the root that endorses them, and what their documents say."""
+
+    root_key_path: str | None = None  # None: $SECURECHAT_PLATFORM_ROOT or ~/.config/securechat/platform-root.pem
+    key_ttl_s: int = Field(default=86_400, ge=60)  # worker keys expire this long after start-up
+    debug: bool = False  # a debug worker attests debug=true, which verifiers refuse
+
+
 class AppSettings(_Strict):
     regions: tuple[RegionSettings, ...] = (RegionSettings(name="us-west-1"),)
     engine: EngineSettings = EngineSettings()
     gateway: GatewaySettings = GatewaySettings()
     dispatch: DispatchSettings = DispatchSettings()
+    attestation: AttestationSettings = AttestationSettings()
     modes: tuple[str, ...] = ("plain",)
 
     @model_validator(mode="after")

@@ -64,6 +64,10 @@ class WorkerPool(ABC):
     async def describe(self) -> list[dict[str, Any]]:
         """Public identity and state of every live replica (no secrets)."""
 
+    @abstractmethod
+    async def attest(self, nonce: str) -> list[dict[str, Any]]:
+        """``describe`` plus each live replica's attestation document answering ``nonce``."""
+
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
@@ -82,6 +86,10 @@ class InferenceDispatcher:
     async def key_directory(self, region: str) -> list[dict[str, Any]]:
         pool = self._pools.get(region)
         return [] if pool is None else await pool.describe()
+
+    async def attestations(self, region: str, nonce: str) -> list[dict[str, Any]]:
+        pool = self._pools.get(region)
+        return [] if pool is None else await pool.attest(nonce)
 
     async def dispatch(self, envelope_bytes: bytes) -> AsyncIterator[bytes]:
         """Yield length-prefixed wire frames; failures before any frame are a single error frame."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from securechat.attestation import Attester
 from securechat.engine.base import Engine, EngineDeadError, EngineError, GenerationStats
 from securechat.envelope import Envelope, open_request
 from securechat.errors import ErrorCode, InvalidCiphertext
@@ -72,6 +73,7 @@ class EnclaveWorker:
         max_new_tokens: int,
         keys: WorkerKeys | None = None,
         observer: WorkerObserver | None = None,
+        attester_factory: Callable[[WorkerIdentity], Attester] | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.region = region
@@ -84,6 +86,8 @@ class EnclaveWorker:
         self._slots = asyncio.Semaphore(engine.max_concurrent_requests)
         self._num_active = 0
         self._num_streaming = 0
+        self._attester_factory = attester_factory
+        self._attester: Attester | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -104,6 +108,21 @@ class EnclaveWorker:
                 logger, "engine_start_failed", level=logging.ERROR, worker_id=self.worker_id, reason=type(exc).__name__
             )
             raise EngineDeadError("engine failed to start") from None
+        if self._attester_factory is not None:
+            # Endorsed once, after the model is in place (it is measured), for exactly these keys. The factory
+            # may touch the platform root; the attester keeps only its own attestation key.
+            try:
+                self._attester = self._attester_factory(self.identity)
+            except Exception as exc:
+                self._machine.transition(WorkerState.FAILED)
+                log_event(
+                    logger,
+                    "attestation_setup_failed",
+                    level=logging.ERROR,
+                    worker_id=self.worker_id,
+                    reason=type(exc).__name__,
+                )
+                raise EngineDeadError("attestation setup failed") from None
         self._machine.transition(WorkerState.READY)
         load_ms = (time.perf_counter() - started) * 1000
         log_event(
@@ -113,6 +132,12 @@ class EnclaveWorker:
             load_ms=round(load_ms, 1),
             num_keys=len(self._keys.public_keys),
         )
+
+    def attest(self, nonce: str) -> dict[str, Any]:
+        """This worker's attestation document answering ``nonce``. Fails closed when attestation is not set up."""
+        if self._attester is None:
+            raise RuntimeError("attestation is not configured for this worker")
+        return self._attester.attest(nonce).to_dict()
 
     def check_health(self) -> None:
         """Raise if this replica cannot serve (Serve's health check calls this)."""

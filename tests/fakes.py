@@ -107,3 +107,7 @@ class FakePool:
 
     async def describe(self) -> list[dict[str, Any]]:
         return [{**w.identity.to_dict(), "state": w.state.value} for w in self.workers.values()]
+
+    async def attest(self, nonce: str) -> list[dict[str, Any]]:
+        described = await self.describe()
+        return [{**d, "attestation": w.attest(nonce)} for d, w in zip(described, self.workers.values(), strict=True)]

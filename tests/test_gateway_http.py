@@ -228,3 +228,30 @@ def test_mid_stream_loss_reaches_the_client_as_an_error_frame(stack: Any) -> Non
     assert response.status_code == 200
     frames = decode_frames(response.content)
     assert frames[-1][0] == 0x02 and json.loads(frames[-1][1:])["code"] == "worker_lost"
+
+
+def test_attestation_endpoint_returns_documents_bound_to_the_nonce(tmp_path: Any) -> None:
+    from securechat.attestation import Attester, ensure_root
+
+    root = ensure_root(tmp_path / "root.pem")
+    workers = [
+        EnclaveWorker(
+            f"w{i}", "us-west-1", ScriptedEngine(), 8,
+            attester_factory=lambda identity: Attester(root, identity, {"code": "00" * 32}, key_ttl_s=600),
+        )
+        for i in range(2)
+    ]  # fmt: skip
+    for worker in workers:
+        asyncio.run(worker.start())
+    app = create_app()
+    settings = AppSettings(regions=(RegionSettings(name="us-west-1"),))
+    app.state.service = GatewayService(settings, LocalBackend(InferenceDispatcher({"us-west-1": FakePool(workers)})))
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    nonce = "ab" * 16
+    body = call(client, "GET", "/v1/attestation", params={"region": "us-west-1", "nonce": nonce}).json()
+    assert body["nonce"] == nonce and [d["worker_id"] for d in body["documents"]] == ["w0", "w1"]
+    assert all(d["nonce"] == nonce for d in body["documents"])
+    bad = call(client, "GET", "/v1/attestation", params={"region": "us-west-1", "nonce": "not-hex-SECRET"})
+    assert bad.status_code == 422 and "SECRET" not in bad.text and bad.json()["error"] == "invalid_request"
+    unknown = call(client, "GET", "/v1/attestation", params={"region": "mars-1", "nonce": nonce})
+    assert unknown.status_code == 400

@@ -23,9 +23,17 @@ from securechat.attestation.measurement import (
     measure_config,
     measure_model,
     measure_worker,
+    model_dir_for,
     runtime_config,
 )
-from securechat.attestation.platform_root import create_root, default_root_path, load_root, load_root_public, root_id
+from securechat.attestation.platform_root import (
+    create_root,
+    default_root_path,
+    ensure_root,
+    load_root,
+    load_root_public,
+    root_id,
+)
 from securechat.attestation.verifier import (
     AttestationVerifier,
     DocumentVerifier,
@@ -53,6 +61,7 @@ __all__ = [
     "create_release_key",
     "create_root",
     "default_root_path",
+    "ensure_root",
     "issue_document",
     "load_manifest",
     "load_release_key",
@@ -62,6 +71,7 @@ __all__ = [
     "measure_config",
     "measure_model",
     "measure_worker",
+    "model_dir_for",
     "new_nonce",
     "root_id",
     "runtime_config",

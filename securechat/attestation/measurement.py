@@ -76,6 +76,19 @@ def measure_model(model_dir: Path) -> str:
     return _hash_files(MODEL, model_dir, files)
 
 
+def model_dir_for(model_id: str) -> Path:
+    """The local directory a model id loads from: a directory as given, the embedded tiny model, or the
+    Hugging Face cache snapshot of a hub id (already downloaded by the engine; nothing is fetched here)."""
+    from securechat.tiny_model import resolve_model_path
+
+    resolved = Path(resolve_model_path(model_id)).expanduser()
+    if resolved.is_dir():
+        return resolved
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(model_id, local_files_only=True))
+
+
 def measure_worker(package_dir: Path, config: Mapping[str, Any], model_dir: Path) -> dict[str, str]:
     return {
         CODE: measure_code(package_dir),

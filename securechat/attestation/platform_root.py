@@ -18,6 +18,7 @@ half is written next to it as ``platform-root.pem.pub`` and is what clients pin.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +26,13 @@ from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from securechat.attestation._keyfile import create_key_file, fingerprint, load_private_key, load_public_key
+from securechat.attestation._keyfile import (
+    KeyFileError,
+    create_key_file,
+    fingerprint,
+    load_private_key,
+    load_public_key,
+)
 
 ROOT_PATH_ENV: Final = "SECURECHAT_PLATFORM_ROOT"
 DEFAULT_ROOT_PATH: Final = Path("~/.config/securechat/platform-root.pem")
@@ -39,6 +46,18 @@ def default_root_path(environ: Mapping[str, str] = os.environ) -> Path:
 def create_root(path: Path | None = None, *, force: bool = False) -> ed25519.Ed25519PublicKey:
     """Write a new root (private key 0600, parent dirs 0700, ``.pub`` beside it); refuse to overwrite."""
     return create_key_file(path or default_root_path(), force=force)
+
+
+def ensure_root(path: Path | None = None) -> ed25519.Ed25519PrivateKey:
+    """Load the root, creating it first if it does not exist (the simulated platform's first start).
+
+    Several workers may start at once: whoever loses the race to create it loads the winner's file.
+    """
+    target = path or default_root_path()
+    if not target.expanduser().exists():
+        with contextlib.suppress(KeyFileError):  # another process created it between our check and our write
+            create_key_file(target)
+    return load_private_key(target)
 
 
 def load_root(path: Path | None = None) -> ed25519.Ed25519PrivateKey:

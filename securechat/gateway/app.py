@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
@@ -17,6 +18,7 @@ from securechat.gateway.service import GatewayService
 
 FRAMES_MEDIA_TYPE = "application/octet-stream"
 SSE_MEDIA_TYPE = "text/event-stream"
+NONCE_PATTERN = r"^[0-9a-f]{32,128}$"
 
 
 def _service(request: Request) -> GatewayService:
@@ -31,6 +33,12 @@ def _validation_fields(error: ValidationError) -> list[dict[str, Any]]:
 
 def create_app() -> FastAPI:
     app = FastAPI(title="SecureChat gateway", version="1")
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's default body echoes the offending input; ours names the field only.
+        fields = [{"loc": list(e["loc"]), "type": e["type"], "msg": e["msg"]} for e in error.errors()]
+        return await _on_http_error(request, HTTPError(ErrorCode.INVALID_REQUEST, fields=fields))
 
     @app.exception_handler(HTTPError)
     async def _on_http_error(request: Request, error: HTTPError) -> JSONResponse:
@@ -90,6 +98,19 @@ def create_app() -> FastAPI:
         if region not in service.settings.region_names:
             raise HTTPError(ErrorCode.UNKNOWN_REGION)
         return {"region": region, "workers": await service.backend.key_directory(region)}
+
+    @app.get("/v1/attestation")
+    async def attestation(
+        request: Request,
+        region: str,
+        nonce: Annotated[str, Query(pattern=NONCE_PATTERN, description="verifier's fresh nonce, hex")],
+    ) -> dict[str, Any]:
+        """Attestation documents of the region's live workers, each bound to ``nonce``. Verify, then seal."""
+        service = _service(request)
+        if region not in service.settings.region_names:
+            raise HTTPError(ErrorCode.UNKNOWN_REGION)
+        workers = await service.backend.attestations(region, nonce)
+        return {"region": region, "nonce": nonce, "documents": [w["attestation"] for w in workers]}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

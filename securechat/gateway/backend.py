@@ -17,6 +17,10 @@ class OrchestratorBackend(Protocol):
         """Public identities (worker id, state, keys) of the region's live workers."""
         ...
 
+    async def attestations(self, region: str, nonce: str) -> list[dict[str, Any]]:
+        """Each live worker's identity plus its attestation document answering ``nonce``."""
+        ...
+
 
 class LocalBackend:
     """The dispatcher called in-process (no Ray)."""
@@ -29,3 +33,6 @@ class LocalBackend:
 
     async def key_directory(self, region: str) -> list[dict[str, Any]]:
         return await self._dispatcher.key_directory(region)
+
+    async def attestations(self, region: str, nonce: str) -> list[dict[str, Any]]:
+        return await self._dispatcher.attestations(region, nonce)
