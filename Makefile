@@ -40,5 +40,8 @@ unit: setup
 test: lint typecheck
 	$(BIN)/pytest -q
 
+bench-cpu: tiny-model
+	$(BIN)/python -m benchmarks.bench_engines_cpu --out benchmarks/results/cpu-engines.json
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -24,6 +24,12 @@ def worker_deployment_name(region: str) -> str:
     return f"Worker-{region}"
 
 
+def worker_max_ongoing_requests(engine_concurrency: int) -> int:
+    """Serve's per-replica limit: the engine's concurrency plus headroom, so a few requests wait inside the
+    worker and control calls (describe/attest broadcasts, which also need a slot) get through while it is busy."""
+    return max(8, engine_concurrency + 4)
+
+
 def build_app(args: dict[str, Any]) -> Application:
     settings = AppSettings.model_validate(args)
     plain = settings.model_dump(mode="json")
@@ -32,9 +38,7 @@ def build_app(args: dict[str, Any]) -> Application:
             name=worker_deployment_name(region.name),
             num_replicas=region.num_replicas,
             ray_actor_options={"num_cpus": 0.25},
-            # Requests beyond the engine's own concurrency wait inside the worker; the headroom also lets
-            # control calls (describe, used for the key directory) through while it is busy.
-            max_ongoing_requests=8,
+            max_ongoing_requests=worker_max_ongoing_requests(settings.engine_for(region.name).max_concurrent_requests),
             health_check_period_s=5,
         )(WorkerDeployment).bind(plain, region.name)
         for region in settings.regions

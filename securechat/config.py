@@ -15,7 +15,8 @@ class _Strict(BaseModel):
 
 
 class EngineSettings(_Strict):
-    """Which model runtime each worker runs. ``kind`` is "hf" or "module:Class" for an injected engine."""
+    """Which model runtime each worker runs: "hf" (the prototype's way: generate + streamer, one request at a
+    time), "batched" (continuous batching, CUDA graphs on a GPU) or "module:Class" for an injected engine."""
 
     kind: str = "hf"
     model: str = "securechat/tiny-qwen2"
@@ -27,6 +28,17 @@ class EngineSettings(_Strict):
     max_new_tokens: int = Field(default=128, ge=1, le=32768)
     disable_eos: bool = False
     options: dict[str, Any] = Field(default_factory=dict)  # extra keyword arguments for an injected engine
+    # kind "batched" only:
+    max_batch_size: int = Field(default=64, ge=1, le=1024)
+    max_model_len: int | None = Field(default=None, ge=2)  # None: max_input_tokens + max_new_tokens
+    kv_cache_tokens: int | None = Field(default=None, ge=1)  # None: sized from free memory
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    use_cuda_graphs: bool = True
+
+    @property
+    def max_concurrent_requests(self) -> int:
+        """How many requests one worker runs at once (the worker queues the rest)."""
+        return self.max_batch_size if self.kind == "batched" else int(self.options.get("max_concurrent_requests", 1))
 
 
 class RegionSettings(_Strict):

@@ -13,6 +13,7 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAIN_REGION = "us-west-1"
+BATCHED_REGION = "batched-1"  # the continuous-batching engine behind the same graph
 FAULT_REGION = "faults-1"  # scripted slow engine: lets tests kill a replica before or during its stream
 FAULT_CHUNKS = ["one ", "two ", "three ", "four"]
 FAULT_DELAY_S = 0.8
@@ -20,6 +21,11 @@ FAULT_DELAY_S = 0.8
 APP_ARGS: dict[str, Any] = {
     "regions": [
         {"name": MAIN_REGION, "num_replicas": 2},
+        {
+            "name": BATCHED_REGION,
+            "num_replicas": 1,
+            "engine": {"kind": "batched", "dtype": "fp32", "device": "cpu", "max_new_tokens": 32, "max_batch_size": 8},
+        },
         {
             "name": FAULT_REGION,
             "num_replicas": 2,
@@ -91,6 +97,7 @@ def start(cache_dir: Path) -> RayApp:
     session_dir = Path(ray._private.worker._global_node.get_session_dir_path())
     app = RayApp(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", session_dir)
     app.wait_ready(MAIN_REGION, 2)
+    app.wait_ready(BATCHED_REGION, 1)
     app.wait_ready(FAULT_REGION, 2)
     return app
 

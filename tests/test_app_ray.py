@@ -18,7 +18,7 @@ from securechat.framing import decode_frames
 from securechat.keys import RecipientKey
 from securechat.request_body import RequestBody
 from securechat.response import read_completion
-from tests.ray_harness import FAULT_CHUNKS, FAULT_REGION, MAIN_REGION, RayApp, kill_worker
+from tests.ray_harness import BATCHED_REGION, FAULT_CHUNKS, FAULT_REGION, MAIN_REGION, RayApp, kill_worker
 
 pytestmark = pytest.mark.ray
 
@@ -58,25 +58,44 @@ def post_envelope(app: RayApp, sealed: SealedRequest, region: str) -> httpx.Resp
     return httpx.post(f"{app.base_url}/infer", json=payload, timeout=60)
 
 
-def test_sealed_request_decrypts_to_the_models_output(ray_app: RayApp, tiny_model_path: Any) -> None:
+def local_hf_text(model_path: Any, prompt: str, sampling: SamplingParams) -> str:
+    """What the transformers model itself answers, run here with the hf engine."""
     from securechat.engine.base import ChatMessage, GenerationRequest
     from securechat.engine.hf import HFEngine, HFEngineConfig
 
+    async def run() -> str:
+        engine = HFEngine(HFEngineConfig(model=str(model_path), dtype="fp32", device="cpu", max_input_tokens=2048))
+        await engine.start()
+        request = GenerationRequest("local", (ChatMessage("user", prompt),), sampling)
+        return "".join([chunk.text async for chunk in engine.generate(request)])
+
+    return asyncio.run(run())
+
+
+def test_sealed_request_decrypts_to_the_models_output(ray_app: RayApp, tiny_model_path: Any) -> None:
     sampling = SamplingParams(max_new_tokens=12, temperature=0.9, seed=11)
     sealed = seal_for(directory(ray_app, MAIN_REGION), "Tell me a story.", MAIN_REGION, sampling)
     response = post_envelope(ray_app, sealed, MAIN_REGION)
     assert response.status_code == 200
     completion = read_completion([response.content], sealed)
     assert completion.metrics["output_tokens"] == 12
-
-    async def local() -> str:
-        engine = HFEngine(HFEngineConfig(model=str(tiny_model_path), dtype="fp32", device="cpu", max_input_tokens=2048))
-        await engine.start()
-        request = GenerationRequest("local", (ChatMessage("user", "Tell me a story."),), sampling)
-        return "".join([chunk.text async for chunk in engine.generate(request)])
-
-    assert completion.text == asyncio.run(local())
+    assert completion.text == local_hf_text(tiny_model_path, "Tell me a story.", sampling)
     assert completion.text.encode() not in response.content
+
+
+def test_batched_engine_serves_concurrent_sealed_requests(ray_app: RayApp, tiny_model_path: Any) -> None:
+    """Six requests at once share one batched worker; each answer equals the model's own for its seed."""
+    prompts = [f"Question number {i}?" for i in range(6)]
+    samplings = [SamplingParams(max_new_tokens=8 + i, temperature=0.8, seed=100 + i) for i in range(6)]
+    workers = directory(ray_app, BATCHED_REGION)
+    sealed = [seal_for(workers, p, BATCHED_REGION, s) for p, s in zip(prompts, samplings, strict=True)]
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(lambda s: post_envelope(ray_app, s, BATCHED_REGION), sealed))
+    for request, response, prompt, sampling in zip(sealed, responses, prompts, samplings, strict=True):
+        assert response.status_code == 200
+        completion = read_completion([response.content], request)
+        assert completion.metrics["output_tokens"] == sampling.max_new_tokens
+        assert completion.text == local_hf_text(tiny_model_path, prompt, sampling)
 
 
 def test_prototype_curl_request_returns_well_formed_frames(ray_app: RayApp) -> None:

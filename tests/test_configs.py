@@ -13,7 +13,8 @@ from deployments.app import build_app, worker_deployment_name
 from securechat.config import AppSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-GPU_PROFILES = sorted((ROOT / "configs").glob("*.yaml"))
+PROFILES = sorted((ROOT / "configs").glob("*.yaml"))
+GPU_PROFILES = [p for p in PROFILES if p.name.startswith("gpu-")]
 
 
 def load(path: Path) -> tuple[ServeDeploySchema, dict[str, Any]]:
@@ -21,7 +22,7 @@ def load(path: Path) -> tuple[ServeDeploySchema, dict[str, Any]]:
     return ServeDeploySchema.model_validate(raw), raw["applications"][0]
 
 
-@pytest.mark.parametrize("path", [ROOT / "serve_config.yaml", *GPU_PROFILES], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [ROOT / "serve_config.yaml", *PROFILES], ids=lambda p: p.name)
 def test_config_is_valid_and_names_real_deployments(path: Path) -> None:
     _, app = load(path)
     assert app["import_path"] == "deployments.app:build_app"
@@ -30,10 +31,18 @@ def test_config_is_valid_and_names_real_deployments(path: Path) -> None:
     assert {d["name"] for d in app["deployments"]} <= expected
     built = build_app(app["args"])  # the graph builds without a running cluster
     assert built is not None
+    for deployment in app["deployments"]:
+        if deployment["name"].startswith("Worker-"):
+            engine = settings.engine_for(deployment["name"].removeprefix("Worker-"))
+            # Serve's slot limit must let the engine fill its batch and leave room for control broadcasts.
+            assert deployment["max_ongoing_requests"] >= engine.max_concurrent_requests + 4
 
 
-def test_default_profile_runs_on_cpu_with_the_embedded_model() -> None:
-    _, app = load(ROOT / "serve_config.yaml")
+@pytest.mark.parametrize(
+    "path", [ROOT / "serve_config.yaml", ROOT / "configs" / "cpu-batched.yaml"], ids=lambda p: p.name
+)
+def test_cpu_profiles_run_with_the_embedded_model(path: Path) -> None:
+    _, app = load(path)
     settings = AppSettings.model_validate(app["args"])
     assert settings.engine.model == "securechat/tiny-qwen2" and settings.engine.device == "cpu"
     assert app["runtime_env"]["env_vars"]["HF_HUB_OFFLINE"] == "1"
@@ -55,6 +64,7 @@ def test_gpu_profiles_pin_workers_to_gpus(path: Path) -> None:
 
 def test_gpu_profiles_cover_the_prototype_variants() -> None:
     engines = [AppSettings.model_validate(load(p)[1]["args"]).engine for p in GPU_PROFILES]
+    assert {e.kind for e in engines} == {"hf", "batched"}
     assert {e.attn_implementation for e in engines} >= {"sdpa", "flash_attention_2"}
     assert {e.quantization for e in engines} == {"none", "int8"}
     assert {e.dtype for e in engines} >= {"fp16", "bf16"}
