@@ -13,6 +13,7 @@ from deployments.metrics import GatewayMetrics
 from securechat.config import AppSettings
 from securechat.gateway.app import create_app
 from securechat.gateway.service import GatewayService
+from securechat.tenants.tenancy import build_tenancy
 
 
 class HandleBackend:
@@ -44,9 +45,14 @@ class HandleBackend:
 @serve.ingress()
 class GatewayDeployment:
     def __init__(self, settings: dict[str, Any], orchestrator: DeploymentHandle) -> None:
-        self._service = GatewayService(
-            AppSettings.model_validate(settings), HandleBackend(orchestrator), GatewayMetrics()
-        )
+        app_settings = AppSettings.model_validate(settings)
+        self._tenancy = build_tenancy(app_settings.auth, app_settings.tenants)
+        self._service = GatewayService(app_settings, HandleBackend(orchestrator), self._tenancy, GatewayMetrics())
+
+    def __del__(self) -> None:
+        tenancy = getattr(self, "_tenancy", None)
+        if tenancy is not None:
+            tenancy.close()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this after __init__: the app is built in the replica, with this replica's service."""

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from securechat.envelope import is_valid_id
 from securechat.keys import Suite
+from securechat.tenants.auth import AuthSettings
+from securechat.tenants.settings import TenantsSettings
 
 
 class _Strict(BaseModel):
@@ -84,6 +86,8 @@ class AppSettings(_Strict):
     gateway: GatewaySettings = GatewaySettings()
     dispatch: DispatchSettings = DispatchSettings()
     attestation: AttestationSettings = AttestationSettings()
+    auth: AuthSettings = AuthSettings()  # required by default; `mode: disabled` is a development setting
+    tenants: TenantsSettings = TenantsSettings()
     modes: tuple[str, ...] = ("plain",)
 
     @model_validator(mode="after")
@@ -91,6 +95,11 @@ class AppSettings(_Strict):
         names = [region.name for region in self.regions]
         if not names or len(set(names)) != len(names):
             raise ValueError("regions must be a non-empty list of unique names")
+        named = set(self.tenants.default_policy.allowed_regions or ())
+        for override in self.tenants.policies.values():
+            named.update(override.allowed_regions or ())
+        if not named <= set(names):
+            raise ValueError("tenant policies name regions that are not configured")
         return self
 
     @property

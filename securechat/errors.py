@@ -23,6 +23,13 @@ class ErrorCode(StrEnum):
     """Content-free failure codes, shared by error frames, HTTP bodies, logs and metrics."""
 
     INVALID_REQUEST = "invalid_request"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    REGION_NOT_ALLOWED = "region_not_allowed"
+    RATE_LIMITED = "rate_limited"
+    TOKEN_LIMITED = "token_limited"
+    TOO_MANY_STREAMS = "too_many_streams"
+    MAX_NEW_TOKENS_EXCEEDED = "max_new_tokens_exceeded"
     INVALID_ENVELOPE = "invalid_envelope"
     STALE_KEYS = "stale_keys"
     DUPLICATE_REQUEST = "duplicate_request"

@@ -38,6 +38,7 @@ APP_ARGS: dict[str, Any] = {
     "engine": {"kind": "hf", "model": "securechat/tiny-qwen2", "dtype": "fp32", "device": "cpu", "max_new_tokens": 32},
     "gateway": {"max_prompt_chars": 2000, "key_directory_ttl_s": 0.5},
     "dispatch": {"choose_timeout_s": 20},
+    "auth": {"mode": "disabled"},  # tenant auth is tested in-process (test_gateway_auth.py)
 }
 
 

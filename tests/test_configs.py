@@ -56,6 +56,7 @@ def test_gpu_profiles_pin_workers_to_gpus(path: Path) -> None:
     _, app = load(path)
     settings = AppSettings.model_validate(app["args"])
     assert settings.engine.model == "Qwen/Qwen2.5-1.5B-Instruct" and settings.engine.device == "cuda"
+    assert settings.auth.mode.value == "required"  # production profiles check tenant API keys
     workers = [d for d in app["deployments"] if d["name"].startswith("Worker-")]
     assert workers and all(d["ray_actor_options"]["num_gpus"] > 0 for d in workers)
     gpus = sum(d["num_replicas"] * d["ray_actor_options"]["num_gpus"] for d in workers)

@@ -18,11 +18,18 @@ from securechat.gateway.service import GatewayService
 from securechat.keys import RecipientKey, WorkerKeys
 from securechat.request_body import RequestBody
 from securechat.response import read_completion
+from securechat.tenants.auth import AuthMode, AuthSettings
+from securechat.tenants.tenancy import Tenancy, build_tenancy
 from securechat.worker import EnclaveWorker
 from tests.fakes import FakePool, ScriptedEngine
 
 REGIONS = ("us-west-1", "eu-west-1")
 PLAIN = {"tenant_id": "tenant1", "prompt": "Explain transformers.", "mode": "plain", "region": "us-west-1"}
+
+
+def dev_tenancy(settings: AppSettings) -> Tenancy:
+    """Authentication off (the development setting); tests/test_gateway_auth.py covers it on."""
+    return build_tenancy(AuthSettings(mode=AuthMode.DISABLED), settings.tenants)
 
 
 class Recorder:
@@ -50,9 +57,8 @@ def stack(key_sets: list[WorkerKeys]) -> Iterator[tuple[httpx.AsyncClient, FakeP
     )
     app = create_app()
     recorder = Recorder()
-    app.state.service = GatewayService(
-        settings, LocalBackend(InferenceDispatcher({"us-west-1": pool, "eu-west-1": empty})), recorder
-    )
+    backend = LocalBackend(InferenceDispatcher({"us-west-1": pool, "eu-west-1": empty}))
+    app.state.service = GatewayService(settings, backend, dev_tenancy(settings), recorder)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
     yield client, pool, recorder
 
@@ -245,7 +251,8 @@ def test_attestation_endpoint_returns_documents_bound_to_the_nonce(tmp_path: Any
         asyncio.run(worker.start())
     app = create_app()
     settings = AppSettings(regions=(RegionSettings(name="us-west-1"),))
-    app.state.service = GatewayService(settings, LocalBackend(InferenceDispatcher({"us-west-1": FakePool(workers)})))
+    backend = LocalBackend(InferenceDispatcher({"us-west-1": FakePool(workers)}))
+    app.state.service = GatewayService(settings, backend, dev_tenancy(settings))
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
     nonce = "ab" * 16
     body = call(client, "GET", "/v1/attestation", params={"region": "us-west-1", "nonce": nonce}).json()

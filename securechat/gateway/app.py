@@ -15,6 +15,7 @@ from securechat.errors import ErrorCode
 from securechat.gateway.http_errors import STATUS, HTTPError, error_response
 from securechat.gateway.schemas import InferRequest
 from securechat.gateway.service import GatewayService
+from securechat.tenants.auth import AuthError
 
 FRAMES_MEDIA_TYPE = "application/octet-stream"
 SSE_MEDIA_TYPE = "text/event-stream"
@@ -51,6 +52,11 @@ def create_app() -> FastAPI:
     async def infer(request: Request) -> Response:
         request.state.started = time.perf_counter()
         service = _service(request)
+        authenticator = service.tenancy.authenticator
+        try:  # before anything else: an unauthenticated caller learns nothing about limits or input rules
+            key_tenant = authenticator.authenticate(request.headers.get("authorization"))
+        except AuthError as refusal:
+            raise HTTPError(ErrorCode(refusal.code.value)) from None
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
             raise HTTPError(ErrorCode.UNSUPPORTED_MEDIA_TYPE)
@@ -66,6 +72,10 @@ def create_app() -> FastAPI:
         except ValueError as exc:  # ValidationError is a ValueError; so is bad JSON
             fields = _validation_fields(exc) if isinstance(exc, ValidationError) else None
             raise HTTPError(ErrorCode.INVALID_REQUEST, fields=fields) from None
+        try:
+            authenticator.authorize(key_tenant, body.tenant_id)
+        except AuthError as refusal:
+            raise HTTPError(ErrorCode(refusal.code.value)) from None
         want_sse = SSE_MEDIA_TYPE in request.headers.get("accept", "")
         accepted = await service.accept(body, want_plaintext=want_sse)
         headers = {"X-Request-Id": accepted.request_id, "Cache-Control": "no-store"}

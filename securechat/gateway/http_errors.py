@@ -7,9 +7,17 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from securechat.errors import ErrorCode
+from securechat.tenants.auth import WWW_AUTHENTICATE
 
 STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_REQUEST: 422,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.REGION_NOT_ALLOWED: 403,
+    ErrorCode.MAX_NEW_TOKENS_EXCEEDED: 400,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.TOKEN_LIMITED: 429,
+    ErrorCode.TOO_MANY_STREAMS: 429,
     ErrorCode.INVALID_ENVELOPE: 400,
     ErrorCode.UNKNOWN_REGION: 400,
     ErrorCode.NOT_ACCEPTABLE: 406,
@@ -29,6 +37,13 @@ STATUS: dict[ErrorCode, int] = {
 
 MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.INVALID_REQUEST: "The request body is not valid.",
+    ErrorCode.UNAUTHORIZED: "Send a valid API key: Authorization: Bearer <key>.",
+    ErrorCode.FORBIDDEN: "This API key belongs to another tenant.",
+    ErrorCode.REGION_NOT_ALLOWED: "This tenant may not use this region.",
+    ErrorCode.MAX_NEW_TOKENS_EXCEEDED: "max_new_tokens is over this tenant's limit.",
+    ErrorCode.RATE_LIMITED: "Too many requests for this tenant; retry later.",
+    ErrorCode.TOKEN_LIMITED: "Too many tokens for this tenant; retry later.",
+    ErrorCode.TOO_MANY_STREAMS: "Too many concurrent streams for this tenant; retry later.",
     ErrorCode.INVALID_ENVELOPE: "The envelope is malformed or cannot be opened.",
     ErrorCode.UNKNOWN_REGION: "The region is not served here.",
     ErrorCode.NOT_ACCEPTABLE: "Decrypted streams are only offered for prompts sealed at the gateway.",
@@ -53,12 +68,17 @@ class HTTPError(Exception):
     """Raised inside handlers; turned into the JSON error body by the app's exception handler."""
 
     def __init__(
-        self, code: ErrorCode, request_id: str | None = None, fields: list[dict[str, Any]] | None = None
+        self,
+        code: ErrorCode,
+        request_id: str | None = None,
+        fields: list[dict[str, Any]] | None = None,
+        retry_after: str | None = None,
     ) -> None:
         super().__init__(code.value)
         self.code = code
         self.request_id = request_id
         self.fields = fields
+        self.retry_after = retry_after  # overrides the configured Retry-After (per-tenant limits know better)
 
 
 def error_response(error: HTTPError, retry_after_s: int) -> JSONResponse:
@@ -67,5 +87,11 @@ def error_response(error: HTTPError, retry_after_s: int) -> JSONResponse:
         body["request_id"] = error.request_id
     if error.fields is not None:
         body["fields"] = error.fields
-    headers = {"Retry-After": str(retry_after_s)} if error.code in RETRYABLE else None
+    headers: dict[str, str] = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = error.retry_after
+    elif error.code in RETRYABLE:
+        headers["Retry-After"] = str(retry_after_s)
+    if error.code is ErrorCode.UNAUTHORIZED:
+        headers["WWW-Authenticate"] = WWW_AUTHENTICATE
     return JSONResponse(body, status_code=STATUS[error.code], headers=headers)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from securechat.config import AppSettings
 from securechat.dispatcher import new_request_id
 from securechat.engine.base import SamplingParams
-from securechat.envelope import Envelope, seal_request
+from securechat.envelope import Envelope, SealedRequest, seal_request
 from securechat.errors import ErrorCode
 from securechat.framing import LENGTH_PREFIX, FrameDecoder
 from securechat.gateway.backend import OrchestratorBackend
@@ -29,6 +29,9 @@ from securechat.gateway.schemas import InferRequest
 from securechat.logs import get_logger, log_event
 from securechat.request_body import RequestBody
 from securechat.stream import ERROR_FRAME, ErrorEvent, FinalEvent, ResponseOpener, TextEvent
+from securechat.tenants.limits import LimitExceeded, StreamLease, estimate_tokens
+from securechat.tenants.policy import TenantPolicy
+from securechat.tenants.tenancy import Tenancy
 
 logger = get_logger("gateway")
 
@@ -44,51 +47,86 @@ class NullGatewayObserver:
 
 @dataclass(slots=True)
 class AcceptedStream:
-    """A request that passed admission: its first frame and the rest of the stream."""
+    """A request that passed admission: its first frame, the rest of the stream and its tenant's lease."""
 
     request_id: str
     first_frame: bytes
     rest: AsyncIterator[bytes]
     opener: ResponseOpener | None  # set when the gateway sealed the request and can decrypt (SSE)
     started: float
+    lease: StreamLease
 
 
 class GatewayService:
     def __init__(
-        self, settings: AppSettings, backend: OrchestratorBackend, observer: GatewayObserver | None = None
+        self,
+        settings: AppSettings,
+        backend: OrchestratorBackend,
+        tenancy: Tenancy,
+        observer: GatewayObserver | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
+        self.tenancy = tenancy
         self.observer: GatewayObserver = observer or NullGatewayObserver()
         self.keys = KeyDirectory(backend, settings.gateway.key_directory_ttl_s)
 
     async def accept(self, request: InferRequest, want_plaintext: bool) -> AcceptedStream:
-        """Admit, seal or pass through, dispatch, and wait for the first frame. Raises HTTPError."""
+        """Admit, seal or pass through, dispatch, and wait for the first frame. Raises HTTPError.
+
+        The caller has authenticated the request's tenant (``request.tenant_id``).
+        """
         started = time.perf_counter()
         if request.region not in self.settings.region_names:
             raise HTTPError(ErrorCode.UNKNOWN_REGION)
         if request.mode not in self.settings.modes:
             raise HTTPError(ErrorCode.MODE_NOT_SUPPORTED)
+        policy = self.tenancy.policies.resolve(request.tenant_id)
         if request.envelope is not None:
             if want_plaintext:
                 raise HTTPError(ErrorCode.NOT_ACCEPTABLE)
             envelope = self._client_envelope(request)
-            first, rest = await self._dispatch(envelope.to_bytes())
-            return AcceptedStream(envelope.header.request_id, first, rest, None, started)
+            envelope_bytes = envelope.to_bytes()
+            lease = self._admit(request, policy, len(envelope.ciphertext))
+            try:
+                first, rest = await self._dispatch(envelope_bytes)
+            except BaseException:
+                lease.release()
+                raise
+            return AcceptedStream(envelope.header.request_id, first, rest, None, started, lease)
         assert request.prompt is not None
         if len(request.prompt) > self.settings.gateway.max_prompt_chars:
             raise HTTPError(ErrorCode.PROMPT_TOO_LONG)
-        for refresh in (False, True):
-            sealed = await self._seal_prompt(request, refresh)
-            try:
-                first, rest = await self._dispatch(sealed.envelope.to_bytes())
-            except HTTPError as error:
-                if error.code is ErrorCode.STALE_KEYS and not refresh:
-                    continue  # a worker was replaced since the directory was cached: refetch and reseal once
-                raise
-            opener = ResponseOpener.for_request(sealed.dek, sealed.request_id)
-            return AcceptedStream(sealed.request_id, first, rest, opener, started)
-        raise HTTPError(ErrorCode.STALE_KEYS)
+        lease = self._admit(request, policy, len(request.prompt.encode()))
+        try:
+            max_new_tokens = request.max_new_tokens or min(self.settings.engine.max_new_tokens, policy.max_new_tokens)
+            for refresh in (False, True):
+                sealed = await self._seal_prompt(request, max_new_tokens, refresh)
+                try:
+                    first, rest = await self._dispatch(sealed.envelope.to_bytes())
+                except HTTPError as error:
+                    if error.code is ErrorCode.STALE_KEYS and not refresh:
+                        continue  # a worker was replaced since the directory was cached: refetch and reseal once
+                    raise
+                opener = ResponseOpener.for_request(sealed.dek, sealed.request_id)
+                return AcceptedStream(sealed.request_id, first, rest, opener, started, lease)
+            raise HTTPError(ErrorCode.STALE_KEYS)
+        except BaseException:
+            lease.release()
+            raise
+
+    def _admit(self, request: InferRequest, policy: TenantPolicy, num_bytes: int) -> StreamLease:
+        """The tenant's limits; the prompt size is estimated from bytes (a client envelope's from its ciphertext)."""
+        try:
+            return self.tenancy.limiter.admit(
+                request.tenant_id,
+                policy,
+                estimate_tokens(num_bytes),
+                region=request.region,
+                max_new_tokens=request.max_new_tokens,
+            )
+        except LimitExceeded as refusal:
+            raise HTTPError(ErrorCode(refusal.code.value), retry_after=refusal.retry_after_header) from None
 
     def _client_envelope(self, request: InferRequest) -> Envelope:
         assert request.envelope is not None
@@ -105,14 +143,14 @@ class GatewayService:
             raise HTTPError(ErrorCode.INVALID_ENVELOPE, header.request_id)
         return envelope
 
-    async def _seal_prompt(self, request: InferRequest, refresh: bool) -> Any:
+    async def _seal_prompt(self, request: InferRequest, max_new_tokens: int, refresh: bool) -> SealedRequest:
         recipients = await self.keys.recipients(request.region, refresh=refresh)
         suite = self.settings.gateway.suite
         if not any(key.suite is suite for key in recipients):
             raise HTTPError(ErrorCode.NO_WORKER)
         assert request.prompt is not None
         sampling = SamplingParams(
-            max_new_tokens=request.max_new_tokens or self.settings.engine.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
             seed=request.seed,
@@ -152,6 +190,8 @@ class GatewayService:
                     num_bytes += len(chunk)
                     yield chunk
         finally:
+            # The token count is inside the sealed final frame; every data frame but the last carries >= 1 token.
+            accepted.lease.charge_output(max(0, frames - 1))
             self._finish(accepted, frames, num_bytes)
 
     async def event_stream(self, accepted: AcceptedStream) -> AsyncIterator[bytes]:
@@ -168,6 +208,9 @@ class GatewayService:
                         if isinstance(event, TextEvent):
                             yield _sse("token", {"text": event.text})
                         elif isinstance(event, FinalEvent):
+                            accepted.lease.charge_output(
+                                int(event.metrics.get("output_tokens", 0)), event.metrics.get("input_tokens")
+                            )
                             name = "error" if event.error else "done"
                             yield _sse(name, {"error": event.error, "metrics": event.metrics})
                         elif isinstance(event, ErrorEvent):
@@ -178,6 +221,7 @@ class GatewayService:
             self._finish(accepted, frames, num_bytes)
 
     def _finish(self, accepted: AcceptedStream, frames: int, num_bytes: int) -> None:
+        accepted.lease.release()
         e2e_ms = (time.perf_counter() - accepted.started) * 1000
         self.observer.request_finished(200, e2e_ms, frames, num_bytes)
         log_event(
