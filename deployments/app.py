@@ -39,6 +39,8 @@ def build_app(args: dict[str, Any]) -> Application:
             num_replicas=region.num_replicas,
             ray_actor_options={"num_cpus": 0.25},
             max_ongoing_requests=worker_max_ongoing_requests(settings.engine_for(region.name).max_concurrent_requests),
+            max_queued_requests=settings.dispatch.worker_max_queued_requests,
+            graceful_shutdown_timeout_s=settings.dispatch.drain_timeout_s,
             health_check_period_s=5,
         )(WorkerDeployment).bind(plain, region.name)
         for region in settings.regions

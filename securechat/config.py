@@ -69,7 +69,10 @@ class GatewaySettings(_Strict):
 
 class DispatchSettings(_Strict):
     max_attempts: int = Field(default=4, ge=1, le=32)
-    choose_timeout_s: float = Field(default=30.0, gt=0)
+    choose_timeout_s: float = Field(default=30.0, gt=0)  # waiting for a free worker slot, then 503 overloaded
+    max_in_flight: int = Field(default=1024, ge=1)  # per orchestrator replica; beyond it, 503 overloaded
+    worker_max_queued_requests: int = Field(default=256, ge=-1)  # Serve's router queue per worker deployment
+    drain_timeout_s: float = Field(default=120.0, gt=0)  # a worker being removed finishes its streams first
 
 
 class AttestationSettings(_Strict):

@@ -78,6 +78,7 @@ class InferenceDispatcher:
         self._pools = dict(pools)
         self._settings = settings or DispatchSettings()
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._in_flight = 0
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -103,9 +104,35 @@ class InferenceDispatcher:
         if pool is None:
             yield encode_frame(make_error_frame(ErrorCode.UNKNOWN_REGION, request_id))
             return
+        if self._in_flight >= self._settings.max_in_flight:
+            log_event(
+                logger,
+                "dispatch_refused",
+                level=logging.WARNING,
+                request_id=request_id,
+                error_code=ErrorCode.OVERLOADED.value,
+                queue_depth=self._in_flight,
+            )
+            yield encode_frame(make_error_frame(ErrorCode.OVERLOADED, request_id))
+            return
         if not self._admit_request_id(request_id):
             yield encode_frame(make_error_frame(ErrorCode.DUPLICATE_REQUEST, request_id))
             return
+        self._in_flight += 1
+        try:
+            async for frame in self._dispatch_admitted(pool, envelope, envelope_bytes):
+                yield frame
+        finally:
+            self._in_flight -= 1
+
+    @property
+    def num_in_flight(self) -> int:
+        return self._in_flight
+
+    async def _dispatch_admitted(
+        self, pool: WorkerPool, envelope: Envelope, envelope_bytes: bytes
+    ) -> AsyncIterator[bytes]:
+        request_id = envelope.header.request_id
         started = time.perf_counter()
         outcome = ErrorCode.NO_WORKER
         for attempt in range(1, self._settings.max_attempts + 1):
@@ -147,10 +174,7 @@ class InferenceDispatcher:
                     yield encode_frame(make_error_frame(ErrorCode.WORKER_LOST, request_id))
                     return
                 outcome = ErrorCode.NO_WORKER
-            except Overloaded:
-                outcome = ErrorCode.OVERLOADED
-                break
-            except TimeoutError:
+            except (Overloaded, TimeoutError):  # queues full, or no slot within choose_timeout_s
                 outcome = ErrorCode.OVERLOADED
                 break
         log_event(logger, "dispatch_failed", level=logging.WARNING, request_id=request_id, error_code=outcome.value)

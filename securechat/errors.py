@@ -41,6 +41,7 @@ class ErrorCode(StrEnum):
     MODE_NOT_SUPPORTED = "mode_not_supported"
     NO_WORKER = "no_worker_available"
     WORKER_LOST = "worker_lost"
+    UPSTREAM_LOST = "upstream_lost"  # the orchestrator (or the hop to it) failed
     ENGINE_FAILED = "engine_failed"
     OVERLOADED = "overloaded"
     CANCELLED = "cancelled"

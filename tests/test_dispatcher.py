@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -126,3 +127,37 @@ def test_key_directory_lists_public_identities(key_sets: list[WorkerKeys]) -> No
     assert [w["worker_id"] for w in directory] == ["w0", "w1"]
     assert all(w["state"] == "READY" for w in directory)
     assert asyncio.run(dispatcher.key_directory("nowhere")) == []
+
+
+def test_in_flight_requests_are_bounded(key_sets: list[WorkerKeys]) -> None:
+    pool = make_pool(key_sets, delay_s=0.05)
+    dispatcher = InferenceDispatcher({REGION: pool}, DispatchSettings(max_in_flight=2))
+
+    async def scenario() -> list[list[object]]:
+        sealed = [seal(keys_of(*key_sets[:2]), request_id=f"r{i}") for i in range(3)]
+
+        async def one(s: SealedRequest) -> list[object]:
+            raw = b"".join([chunk async for chunk in dispatcher.dispatch(s.envelope.to_bytes())])
+            opener = ResponseOpener.for_request(s.dek, s.request_id)
+            return [opener.open(frame) for frame in decode_frames(raw)]
+
+        return await asyncio.gather(*(one(s) for s in sealed))
+
+    results = asyncio.run(scenario())
+    assert sum(isinstance(r[-1], FinalEvent) for r in results) == 2
+    assert [ErrorEvent("overloaded", "r2")] in results
+    assert dispatcher.num_in_flight == 0
+
+
+def test_choose_timeout_is_overloaded(key_sets: list[WorkerKeys]) -> None:
+    class NeverFree(FakePool):
+        def choose(self) -> object:
+            @contextlib.asynccontextmanager
+            async def wait_forever() -> AsyncIterator[object]:
+                await asyncio.sleep(10)
+                yield None
+
+            return wait_forever()
+
+    dispatcher = InferenceDispatcher({REGION: NeverFree([])}, DispatchSettings(choose_timeout_s=0.05))
+    assert run(dispatcher, seal(keys_of(key_sets[0]))) == [ErrorEvent("overloaded", "req-1")]

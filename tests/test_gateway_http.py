@@ -262,3 +262,34 @@ def test_attestation_endpoint_returns_documents_bound_to_the_nonce(tmp_path: Any
     assert bad.status_code == 422 and "SECRET" not in bad.text and bad.json()["error"] == "invalid_request"
     unknown = call(client, "GET", "/v1/attestation", params={"region": "mars-1", "nonce": nonce})
     assert unknown.status_code == 400
+
+
+class BreakingBackend(LocalBackend):
+    """The orchestrator hop fails: before its first frame, or after ``after`` frames."""
+
+    def __init__(self, inner: LocalBackend, after: int) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.after = after
+
+    async def infer(self, envelope: bytes) -> Any:  # type: ignore[override]
+        count = 0
+        async for frame in super().infer(envelope):
+            if count == self.after:
+                raise RuntimeError("actor died")
+            count += 1
+            yield frame
+
+
+@pytest.mark.parametrize("after", [0, 1])
+def test_orchestrator_loss_is_never_a_silent_truncation(stack: Any, after: int) -> None:
+    client, _, _ = stack
+    service = client._transport.app.state.service
+    service.backend = BreakingBackend(service.backend, after)
+    response = call(client, "POST", "/infer", json=PLAIN)
+    if after == 0:  # nothing streamed yet: a retryable 503
+        assert response.status_code == 503 and response.json()["error"] == "upstream_lost"
+        assert "retry-after" in response.headers
+    else:
+        frames = decode_frames(response.content)
+        assert response.status_code == 200 and frames[-1][0] == 0x02
+        assert json.loads(frames[-1][1:])["code"] == "upstream_lost"

@@ -31,6 +31,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.MODE_NOT_SUPPORTED: 501,
     ErrorCode.WORKER_LOST: 502,
     ErrorCode.NO_WORKER: 503,
+    ErrorCode.UPSTREAM_LOST: 503,
     ErrorCode.OVERLOADED: 503,
     ErrorCode.CANCELLED: 499,
 }
@@ -57,11 +58,12 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.MODE_NOT_SUPPORTED: "This mode is not available yet; use mode 'plain'.",
     ErrorCode.WORKER_LOST: "The worker was lost.",
     ErrorCode.NO_WORKER: "No live worker in this region; retry later.",
+    ErrorCode.UPSTREAM_LOST: "The orchestrator is unavailable; retry later.",
     ErrorCode.OVERLOADED: "The service is at capacity; retry later.",
     ErrorCode.CANCELLED: "The request was cancelled.",
 }
 
-RETRYABLE = frozenset({ErrorCode.NO_WORKER, ErrorCode.OVERLOADED, ErrorCode.WORKER_LOST})
+RETRYABLE = frozenset({ErrorCode.NO_WORKER, ErrorCode.OVERLOADED, ErrorCode.WORKER_LOST, ErrorCode.UPSTREAM_LOST})
 
 
 class HTTPError(Exception):

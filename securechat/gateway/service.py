@@ -21,14 +21,14 @@ from securechat.dispatcher import new_request_id
 from securechat.engine.base import SamplingParams
 from securechat.envelope import Envelope, SealedRequest, seal_request
 from securechat.errors import ErrorCode
-from securechat.framing import LENGTH_PREFIX, FrameDecoder
+from securechat.framing import LENGTH_PREFIX, FrameDecoder, encode_frame
 from securechat.gateway.backend import OrchestratorBackend
 from securechat.gateway.http_errors import HTTPError
 from securechat.gateway.key_directory import KeyDirectory
 from securechat.gateway.schemas import InferRequest
 from securechat.logs import get_logger, log_event
 from securechat.request_body import RequestBody
-from securechat.stream import ERROR_FRAME, ErrorEvent, FinalEvent, ResponseOpener, TextEvent
+from securechat.stream import ERROR_FRAME, ErrorEvent, FinalEvent, ResponseOpener, TextEvent, make_error_frame
 from securechat.tenants.limits import LimitExceeded, StreamLease, estimate_tokens
 from securechat.tenants.policy import TenantPolicy
 from securechat.tenants.tenancy import Tenancy
@@ -172,6 +172,9 @@ class GatewayService:
             first = await anext(stream)
         except StopAsyncIteration:
             raise HTTPError(ErrorCode.INTERNAL) from None
+        except Exception as exc:  # the orchestrator died or is restarting: nothing was streamed, retry later
+            log_event(logger, "upstream_failed", level=logging.WARNING, reason=type(exc).__name__)
+            raise HTTPError(ErrorCode.UPSTREAM_LOST) from None
         payload = first[LENGTH_PREFIX.size :]
         if payload[:1] == bytes([ERROR_FRAME]):
             await _close(stream)
@@ -184,7 +187,7 @@ class GatewayService:
         """The octet-stream body: wire frames exactly as the worker sealed them."""
         frames, num_bytes = 0, 0
         try:
-            async with aclosing(_prepend(accepted.first_frame, accepted.rest)) as chunks:
+            async with aclosing(_prepend(accepted.first_frame, accepted.rest, accepted.request_id)) as chunks:
                 async for chunk in chunks:
                     frames += 1
                     num_bytes += len(chunk)
@@ -199,7 +202,7 @@ class GatewayService:
         assert accepted.opener is not None
         decoder, frames, num_bytes = FrameDecoder(), 0, 0
         try:
-            async with aclosing(_prepend(accepted.first_frame, accepted.rest)) as chunks:
+            async with aclosing(_prepend(accepted.first_frame, accepted.rest, accepted.request_id)) as chunks:
                 async for chunk in chunks:
                     num_bytes += len(chunk)
                     for frame in decoder.feed(chunk):
@@ -241,11 +244,17 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+async def _prepend(first: bytes, rest: AsyncIterator[bytes], request_id: str) -> AsyncGenerator[bytes, None]:
+    """The whole stream; if the upstream breaks after the first frame, it ends with a typed error frame
+    instead of a silently truncated 200."""
     try:
         yield first
-        async for chunk in rest:
-            yield chunk
+        try:
+            async for chunk in rest:
+                yield chunk
+        except Exception as exc:
+            log_event(logger, "upstream_lost", level=logging.WARNING, request_id=request_id, reason=type(exc).__name__)
+            yield encode_frame(make_error_frame(ErrorCode.UPSTREAM_LOST, request_id))
     finally:
         await _close(rest)
 
