@@ -32,7 +32,9 @@ def worker_max_ongoing_requests(engine_concurrency: int) -> int:
 
 def build_app(args: dict[str, Any]) -> Application:
     settings = AppSettings.model_validate(args)
-    plain = settings.model_dump(mode="json")
+    # Replica counts stay out of the deployments' init args, so scaling one region is a config-only update that
+    # Serve applies in place instead of restarting every deployment with new arguments.
+    plain = settings.model_dump(mode="json", exclude={"regions": {"__all__": {"num_replicas"}}})
     workers = {
         region.name: serve.deployment(
             name=worker_deployment_name(region.name),

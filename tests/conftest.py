@@ -29,10 +29,11 @@ def tiny_model_path(securechat_cache_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def ray_app(tiny_model_path: Path, securechat_cache_dir: Path) -> Iterator[object]:
     """The whole Serve app on a local Ray cluster (tests marked ``ray``); the tiny model is prebuilt."""
+    from deployments.local import stop_local
     from tests import ray_harness
 
     app = ray_harness.start(securechat_cache_dir)
     try:
         yield app
     finally:
-        ray_harness.stop()
+        stop_local()

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from securechat.dispatcher import Selection, WorkerLost
-from securechat.engine.base import ChatMessage, Engine, GenerationRequest, GenerationStats, TextChunk
+from securechat.engine.base import ChatMessage, Engine, EngineDeadError, GenerationRequest, GenerationStats, TextChunk
 from securechat.envelope import Envelope
 
 
@@ -23,6 +23,7 @@ class ScriptedEngine(Engine):
         delay_s: float = 0.0,
         fail_start: bool = False,
         max_concurrent_requests: int = 1,
+        die_on: str | None = None,
     ) -> None:
         self.chunks = list(chunks)
         self.fail_after = fail_after
@@ -30,6 +31,7 @@ class ScriptedEngine(Engine):
         self.delay_s = delay_s
         self.fail_start = fail_start
         self.max_concurrent_requests = max_concurrent_requests
+        self.die_on = die_on  # a prompt that kills the engine (EngineDeadError), like a broken GPU
         self.seen: list[GenerationRequest] = []
         self.closed_early = 0
 
@@ -42,6 +44,8 @@ class ScriptedEngine(Engine):
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TextChunk]:
         self.seen.append(request)
+        if self.die_on is not None and request.messages[-1].content == self.die_on:
+            raise EngineDeadError("engine_dead")
         sent = 0
         try:
             for index, text in enumerate(self.chunks):

@@ -12,13 +12,14 @@ from typing import Any
 import httpx
 import pytest
 
+from deployments.local import LocalApp
 from securechat.engine.base import SamplingParams
 from securechat.envelope import SealedRequest, seal_request
 from securechat.framing import decode_frames
 from securechat.keys import RecipientKey
 from securechat.request_body import RequestBody
 from securechat.response import read_completion
-from tests.ray_harness import BATCHED_REGION, FAULT_CHUNKS, FAULT_REGION, MAIN_REGION, RayApp, kill_worker
+from tests.ray_harness import BATCHED_REGION, FAULT_CHUNKS, FAULT_REGION, MAIN_REGION, kill_worker
 
 pytestmark = pytest.mark.ray
 
@@ -35,7 +36,7 @@ def keys_of(workers: list[dict[str, Any]]) -> list[RecipientKey]:
     return [RecipientKey.from_dict(key) for worker in workers for key in worker["keys"]]
 
 
-def directory(app: RayApp, region: str) -> list[dict[str, Any]]:
+def directory(app: LocalApp, region: str) -> list[dict[str, Any]]:
     body = httpx.get(f"{app.base_url}/v1/keys", params={"region": region}, timeout=10).json()
     workers: list[dict[str, Any]] = body["workers"]
     return workers
@@ -53,7 +54,7 @@ def seal_for(workers: list[dict[str, Any]], prompt: str, region: str, sampling: 
     )
 
 
-def post_envelope(app: RayApp, sealed: SealedRequest, region: str) -> httpx.Response:
+def post_envelope(app: LocalApp, sealed: SealedRequest, region: str) -> httpx.Response:
     payload = {"tenant_id": "tenant1", "mode": "plain", "region": region, "envelope": sealed.envelope.to_dict()}
     return httpx.post(f"{app.base_url}/infer", json=payload, timeout=60)
 
@@ -72,7 +73,7 @@ def local_hf_text(model_path: Any, prompt: str, sampling: SamplingParams) -> str
     return asyncio.run(run())
 
 
-def test_sealed_request_decrypts_to_the_models_output(ray_app: RayApp, tiny_model_path: Any) -> None:
+def test_sealed_request_decrypts_to_the_models_output(ray_app: LocalApp, tiny_model_path: Any) -> None:
     sampling = SamplingParams(max_new_tokens=12, temperature=0.9, seed=11)
     sealed = seal_for(directory(ray_app, MAIN_REGION), "Tell me a story.", MAIN_REGION, sampling)
     response = post_envelope(ray_app, sealed, MAIN_REGION)
@@ -83,7 +84,7 @@ def test_sealed_request_decrypts_to_the_models_output(ray_app: RayApp, tiny_mode
     assert completion.text.encode() not in response.content
 
 
-def test_batched_engine_serves_concurrent_sealed_requests(ray_app: RayApp, tiny_model_path: Any) -> None:
+def test_batched_engine_serves_concurrent_sealed_requests(ray_app: LocalApp, tiny_model_path: Any) -> None:
     """Six requests at once share one batched worker; each answer equals the model's own for its seed."""
     prompts = [f"Question number {i}?" for i in range(6)]
     samplings = [SamplingParams(max_new_tokens=8 + i, temperature=0.8, seed=100 + i) for i in range(6)]
@@ -98,7 +99,7 @@ def test_batched_engine_serves_concurrent_sealed_requests(ray_app: RayApp, tiny_
         assert completion.text == local_hf_text(tiny_model_path, prompt, sampling)
 
 
-def test_prototype_curl_request_returns_well_formed_frames(ray_app: RayApp) -> None:
+def test_prototype_curl_request_returns_well_formed_frames(ray_app: LocalApp) -> None:
     response = httpx.post(f"{ray_app.base_url}/infer", json=PROTOTYPE_REQUEST, timeout=60)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/octet-stream"
@@ -118,14 +119,14 @@ def test_prototype_curl_request_returns_well_formed_frames(ray_app: RayApp) -> N
         (json.dumps({**PROTOTYPE_REQUEST, "prompt": "x" * 2001}).encode(), {"Content-Type": "application/json"}, 413),
     ],
 )
-def test_bad_input_over_real_http(ray_app: RayApp, body: bytes, headers: dict[str, str], status: int) -> None:
+def test_bad_input_over_real_http(ray_app: LocalApp, body: bytes, headers: dict[str, str], status: int) -> None:
     response = httpx.post(f"{ray_app.base_url}/infer", content=body, headers=headers, timeout=30)
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     assert set(response.json()) >= {"error", "message"}
 
 
-def test_both_replicas_serve_and_envelopes_reach_only_their_recipient(ray_app: RayApp) -> None:
+def test_both_replicas_serve_and_envelopes_reach_only_their_recipient(ray_app: LocalApp) -> None:
     ray_app.wait_ready(MAIN_REGION, 2)
     workers = directory(ray_app, MAIN_REGION)
     assert len({w["worker_id"] for w in workers}) == 2
@@ -142,7 +143,7 @@ def test_both_replicas_serve_and_envelopes_reach_only_their_recipient(ray_app: R
     assert served == {w["worker_id"]: {w["worker_id"]} for w in workers}
 
 
-def _stream_and_kill(app: RayApp, sealed: SealedRequest, kill_when: str) -> tuple[bytes, float, str]:
+def _stream_and_kill(app: LocalApp, sealed: SealedRequest, kill_when: str) -> tuple[bytes, float, str]:
     """Send ``sealed`` to the fault region and kill the replica serving it before or after its first frame.
 
     The gateway answers headers only with the first frame, so the request runs in a thread while this one
@@ -171,7 +172,7 @@ def _stream_and_kill(app: RayApp, sealed: SealedRequest, kill_when: str) -> tupl
     return bytes(received), time.monotonic() - killed_at, victim
 
 
-def test_replica_killed_mid_stream_gives_a_typed_error_frame(ray_app: RayApp) -> None:
+def test_replica_killed_mid_stream_gives_a_typed_error_frame(ray_app: LocalApp) -> None:
     ray_app.wait_ready(FAULT_REGION, 2)
     sealed = seal_for(directory(ray_app, FAULT_REGION), "x", FAULT_REGION, SamplingParams())
     received, after_kill_s, _ = _stream_and_kill(ray_app, sealed, "mid_stream")
@@ -182,7 +183,7 @@ def test_replica_killed_mid_stream_gives_a_typed_error_frame(ray_app: RayApp) ->
     ray_app.wait_ready(FAULT_REGION, 2)  # Serve replaced the replica
 
 
-def test_replica_killed_before_its_first_frame_is_retried_transparently(ray_app: RayApp) -> None:
+def test_replica_killed_before_its_first_frame_is_retried_transparently(ray_app: LocalApp) -> None:
     ray_app.wait_ready(FAULT_REGION, 2)
     sealed = seal_for(directory(ray_app, FAULT_REGION), "x", FAULT_REGION, SamplingParams())
     received, _, victim = _stream_and_kill(ray_app, sealed, "before_first_frame")
@@ -192,7 +193,7 @@ def test_replica_killed_before_its_first_frame_is_retried_transparently(ray_app:
     ray_app.wait_ready(FAULT_REGION, 2)
 
 
-def test_ray_metrics_endpoint_exposes_worker_and_gateway_metrics(ray_app: RayApp) -> None:
+def test_ray_metrics_endpoint_exposes_worker_and_gateway_metrics(ray_app: LocalApp) -> None:
     assert httpx.post(f"{ray_app.base_url}/infer", json=PROTOTYPE_REQUEST, timeout=60).status_code == 200
     wanted = [
         "securechat_worker_ttft_ms",
@@ -217,7 +218,7 @@ def test_ray_metrics_endpoint_exposes_worker_and_gateway_metrics(ray_app: RayApp
     assert 'state="READY"' in text and 'status_code="200"' in text
 
 
-def test_canary_prompt_appears_in_no_log_and_no_response(ray_app: RayApp) -> None:
+def test_canary_prompt_appears_in_no_log_and_no_response(ray_app: LocalApp) -> None:
     canary = f"CANARY{uuid.uuid4().hex}"
     prompt = f"Please repeat {canary} back to me."
     plain = httpx.post(f"{ray_app.base_url}/infer", json={**PROTOTYPE_REQUEST, "prompt": prompt}, timeout=60)
