@@ -9,8 +9,7 @@ from typing import Any
 from ray import serve
 
 from deployments.metrics import WorkerMetrics
-from securechat.attestation import Attester, ensure_root, measure_worker, model_dir_for, runtime_config
-from securechat.attestation.measurement import default_package_dir
+from securechat.attestation import Attester, ensure_root, measure_for_engine
 from securechat.config import AppSettings, AttestationSettings, EngineSettings
 from securechat.engine.factory import build_engine
 from securechat.envelope import Envelope
@@ -19,11 +18,7 @@ from securechat.worker import EnclaveWorker, WorkerIdentity
 
 def make_attester(identity: WorkerIdentity, engine: EngineSettings, settings: AttestationSettings) -> Attester:
     """Measure this worker (code, runtime config, model files) and have the platform root endorse it."""
-    registers = measure_worker(
-        default_package_dir(),
-        runtime_config(engine.model_dump(mode="json"), debug=settings.debug),
-        model_dir_for(engine.model),
-    )
+    registers = measure_for_engine(engine.model_dump(mode="json"), debug=settings.debug)
     root = ensure_root(Path(settings.root_key_path) if settings.root_key_path else None)
     return Attester(root, identity, registers, key_ttl_s=settings.key_ttl_s, debug=settings.debug)
 

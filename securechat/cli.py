@@ -1,14 +1,48 @@
-"""The ``securechat`` command line: one ``_cmd_*`` function per subcommand, added in ``_build_parser``."""
+"""The ``securechat`` command line: one ``_cmd_*`` function per subcommand, added in ``_build_parser``.
+
+Operator commands live here (tiny model, platform root, release key, manifest); client commands (``attest``,
+``chat``) in ``securechat.client.cli``, ``proxy`` in ``securechat.proxy.cli``, ``tenants`` in
+``securechat.tenants.cli``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from pydantic import ValidationError
+
+from securechat.attestation import (
+    KeyFileError,
+    create_release_key,
+    create_root,
+    default_root_path,
+    load_release_key,
+    manifest_for_registers,
+    measure_for_engine,
+    root_id,
+    save_manifest,
+    sign_manifest,
+)
+from securechat.attestation.manifest import default_release_key_path
+from securechat.client.cli import add_client_commands
+from securechat.client.config import DEFAULT_MANIFEST_PATH
+from securechat.config import AppSettings
+from securechat.keys import key_id_for
+from securechat.proxy.cli import add_proxy_command
+from securechat.tenants.cli import add_tenant_commands
 
 __all__ = ["main"]
 
 _Command = Callable[[argparse.Namespace], int]
+if TYPE_CHECKING:
+    _Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _cmd_build_tiny_model(args: argparse.Namespace) -> int:
@@ -18,7 +52,7 @@ def _cmd_build_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_build_tiny_model(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_build_tiny_model(subparsers: _Subparsers) -> None:
     parser = subparsers.add_parser(
         "build-tiny-model",
         help="build the embedded tiny Qwen2 model into the cache and print its directory",
@@ -33,10 +67,112 @@ def _add_build_tiny_model(subparsers: argparse._SubParsersAction[argparse.Argume
     parser.set_defaults(command=_cmd_build_tiny_model)
 
 
+def _cmd_root_init(args: argparse.Namespace) -> int:
+    path = (args.path or default_root_path()).expanduser()
+    try:
+        public = create_root(path, force=args.force)
+    except KeyFileError as error:
+        print(f"error: {path}: {error}", file=sys.stderr)
+        return 1
+    print(f"root id: {root_id(public)}")
+    print(f"public key: {path.with_name(path.name + '.pub')}  (clients pin this file)")
+    return 0
+
+
+def _cmd_release_key_init(args: argparse.Namespace) -> int:
+    path = (args.path or default_release_key_path()).expanduser()
+    try:
+        public = create_release_key(path, force=args.force)
+    except KeyFileError as error:
+        print(f"error: {path}: {error}", file=sys.stderr)
+        return 1
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    print(f"release key id: {key_id_for(der)}")
+    print(f"public key: {path.with_name(path.name + '.pub')}  (clients pin this file)")
+    return 0
+
+
+def _add_key_commands(subparsers: _Subparsers) -> None:
+    for name, command, what in (
+        ("root", _cmd_root_init, "the simulated platform root that endorses workers"),
+        ("release-key", _cmd_release_key_init, "the release key that signs manifests"),
+    ):
+        group = subparsers.add_parser(name, help=f"manage {what}")
+        actions = group.add_subparsers(metavar="ACTION", required=True)
+        init = actions.add_parser("init", help="create the key pair (private 0600) and print its id and .pub path")
+        init.add_argument("--path", type=Path, help="private key path (default: $SECURECHAT_... or ~/.config/...)")
+        init.add_argument("--force", action="store_true", help="replace an existing key")
+        init.set_defaults(command=command)
+
+
+def _load_settings(path: Path) -> AppSettings:
+    """AppSettings from a Serve config (the app whose import path is ``deployments.app:build_app``) or bare args."""
+    raw = yaml.safe_load(path.read_text()) or {}
+    if isinstance(raw, dict) and "applications" in raw:
+        apps = raw["applications"]
+        ours = [app for app in apps if app.get("import_path") == "deployments.app:build_app"] or apps
+        raw = ours[0].get("args") or {}
+    return AppSettings.model_validate(raw)
+
+
+def _cmd_manifest_build(args: argparse.Namespace) -> int:
+    try:
+        release_key = load_release_key(args.release_key)  # first: refuse before measuring a large model
+        settings = _load_settings(args.config)
+        region = args.region or settings.region_names[0]
+        engine = settings.engine_for(region)
+        # The same measurement deployments.worker.make_attester makes for this region's workers.
+        registers = measure_for_engine(engine.model_dump(mode="json"), debug=settings.attestation.debug)
+        manifest = manifest_for_registers(args.name, args.release, registers)
+    except KeyError:
+        print(f"error: region {args.region} is not in {args.config}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, ValidationError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if settings.attestation.debug:
+        print(
+            "warning: attestation.debug is on; verifiers refuse debug workers whatever the manifest says",
+            file=sys.stderr,
+        )
+    out = (args.out or DEFAULT_MANIFEST_PATH).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_manifest(out, sign_manifest(manifest, release_key))
+    print(f"manifest {manifest.name} {manifest.release} for region {region} ({engine.model}) -> {out}")
+    for name, values in sorted(manifest.registers.items()):
+        print(f"  {name:<8} {' '.join(sorted(values))}")
+    return 0
+
+
+def _add_manifest(subparsers: _Subparsers) -> None:
+    group = subparsers.add_parser("manifest", help="build signed release manifests")
+    actions = group.add_subparsers(metavar="ACTION", required=True)
+    build = actions.add_parser("build", help="measure this release as a worker would, sign it, save it")
+    build.add_argument("--config", type=Path, default=Path("serve_config.yaml"), help="Serve config or app args")
+    build.add_argument("--region", help="whose engine settings to measure (default: the first region)")
+    build.add_argument("--out", type=Path, help="output (default: ~/.config/securechat/manifest.json)")
+    build.add_argument("--name", default="securechat", help="manifest name (default: securechat)")
+    build.add_argument("--release", default=_version(), help="release label (default: the package version)")
+    build.add_argument("--release-key", type=Path, help="release private key (default: $SECURECHAT_RELEASE_KEY ...)")
+    build.set_defaults(command=_cmd_manifest_build)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("securechat")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="securechat", description="SecureChat tools.")
     subparsers = parser.add_subparsers(metavar="COMMAND", required=True)
     _add_build_tiny_model(subparsers)
+    _add_key_commands(subparsers)
+    _add_manifest(subparsers)
+    add_client_commands(subparsers)
+    add_proxy_command(subparsers)
+    add_tenant_commands(subparsers)
     return parser
 
 

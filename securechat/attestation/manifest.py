@@ -31,7 +31,7 @@ from securechat.attestation._canonical import (
     read_name,
     signed_bytes,
 )
-from securechat.attestation._keyfile import create_key_file, load_private_key
+from securechat.attestation._keyfile import create_key_file, load_private_key, load_public_key
 from securechat.attestation.certificate import ED25519_SIGNATURE_BYTES
 from securechat.attestation.measurement import MAX_REGISTERS, REGISTER_HEX, measure_worker
 from securechat.envelope import is_valid_id
@@ -147,7 +147,13 @@ def build_manifest(
     now: float | None = None,
 ) -> ReleaseManifest:
     """A manifest that accepts exactly the current code, runtime config and model files."""
-    registers = measure_worker(package_dir, config, model_dir)
+    return manifest_for_registers(name, release, measure_worker(package_dir, config, model_dir), now=now)
+
+
+def manifest_for_registers(
+    name: str, release: str, registers: Mapping[str, str], *, now: float | None = None
+) -> ReleaseManifest:
+    """A manifest that accepts exactly these measured register values."""
     allowed = {register: frozenset({value}) for register, value in registers.items()}
     return ReleaseManifest(name, release, allowed, int(time.time() if now is None else now))
 
@@ -185,3 +191,8 @@ def create_release_key(path: Path | None = None, *, force: bool = False) -> ed25
 
 def load_release_key(path: Path | None = None) -> ed25519.Ed25519PrivateKey:
     return load_private_key(path or default_release_key_path())
+
+
+def load_release_public(path: Path) -> ed25519.Ed25519PublicKey:
+    """The pinned release key, from a ``.pub`` file (SPKI PEM)."""
+    return load_public_key(path)

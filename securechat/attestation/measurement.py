@@ -125,3 +125,11 @@ def _hash_files(register: str, root: Path, files: list[Path]) -> str:
         if num_read != size:  # the file changed while we read it: the measurement would mean nothing
             raise ValueError("file changed during measurement")
     return digest.hexdigest()
+
+
+def measure_for_engine(engine: Mapping[str, Any], *, debug: bool) -> dict[str, str]:
+    """The registers a worker running ``engine`` (an EngineSettings dump, JSON mode) measures; the manifest
+    builder calls this too, so what a release allows is by construction what its workers report."""
+    return measure_worker(
+        default_package_dir(), runtime_config(engine, debug=debug), model_dir_for(str(engine["model"]))
+    )

@@ -1,0 +1,140 @@
+"""``securechat attest`` and ``securechat chat``, and the connection options every client command shares.
+
+Options fall back to ``SECURECHAT_URL``, ``SECURECHAT_TENANT``, ``SECURECHAT_REGION`` and ``SECURECHAT_API_KEY``.
+The API key is read from the environment or a file, never from argv (other local users can read argv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from securechat.attestation import VerificationReport
+from securechat.client.config import ClientConfig
+from securechat.client.errors import AttestationFailed, ClientError, describe_refusal
+from securechat.client.sdk import SecureChatClient
+from securechat.errors import InvalidCiphertext
+from securechat.keys import Suite
+from securechat.response import ResponseFailed
+
+__all__ = ["add_client_commands", "client_options", "config_from_args"]
+
+_SUITES = {"hpke": Suite.HPKE_X25519, "rsa": Suite.RSA_OAEP}
+
+
+def client_options() -> argparse.ArgumentParser:
+    """A parent parser with the connection and trust options (use as ``parents=[client_options()]``)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("service and trust")
+    group.add_argument("--url", help="service base URL (default: $SECURECHAT_URL or http://127.0.0.1:8000)")
+    group.add_argument("--tenant", help="tenant id (default: $SECURECHAT_TENANT)")
+    group.add_argument("--region", help="region (default: $SECURECHAT_REGION or us-west-1)")
+    group.add_argument("--api-key-file", type=Path, help="file holding the API key (default: $SECURECHAT_API_KEY)")
+    group.add_argument("--root-pub", type=Path, help="pinned platform root public key (default: <root path>.pub)")
+    group.add_argument("--release-pub", type=Path, help="release public key (default: <release key path>.pub)")
+    group.add_argument(
+        "--manifest", type=Path, help="signed release manifest (default: ~/.config/securechat/manifest.json)"
+    )
+    group.add_argument("--suite", choices=sorted(_SUITES), default="hpke", help="key wrapping suite (default: hpke)")
+    group.add_argument("--timeout-s", type=float, help="HTTP connect/read timeout in seconds (default: 60)")
+    group.add_argument("--max-age-s", type=float, help="oldest attestation document accepted (default: 60)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ClientConfig:
+    api_key = None
+    if args.api_key_file is not None:
+        try:
+            api_key = args.api_key_file.expanduser().read_text().strip()
+        except OSError:
+            raise ClientError(f"cannot read the API key file {args.api_key_file}") from None
+    return ClientConfig.from_env(
+        os.environ,
+        base_url=args.url,
+        tenant_id=args.tenant,
+        region=args.region,
+        api_key=api_key,
+        root_public_key_path=args.root_pub,
+        release_public_key_path=args.release_pub,
+        manifest_path=args.manifest,
+        suite=_SUITES[args.suite],
+        timeout_s=args.timeout_s,
+        max_age_s=args.max_age_s,
+    )
+
+
+def print_report(report: VerificationReport, region: str) -> None:
+    print(f"region {region}: {len(report.verified)} verified, {len(report.refused)} refused")
+    for worker in report.verified:
+        expires = datetime.fromtimestamp(worker.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        print(f"verified {worker.worker_id}  keys expire {expires}")
+        for key in worker.keys:
+            print(f"  key      {key.key_id}  {key.suite.value}")
+        for name, value in sorted(worker.registers.items()):
+            print(f"  register {name:<8} {value}")
+    for refusal in report.refused:
+        print(f"refused  {describe_refusal(refusal)}")
+
+
+def _cmd_attest(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+        with SecureChatClient(config) as client:
+            report = client.attest()
+    except AttestationFailed as failed:
+        print_report(failed.report, failed.region)
+        print(f"error: {failed}", file=sys.stderr)
+        return 1
+    except ClientError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print_report(report, config.region)
+    return 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    messages.append({"role": "user", "content": prompt})
+    try:
+        with SecureChatClient(config_from_args(args)) as client:
+            pieces = client.stream(
+                messages,
+                max_new_tokens=args.max_new_tokens,
+                temperature=args.temperature,
+                top_p=args.top_p,
+                seed=args.seed,
+            )
+            for piece in pieces:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+    except InvalidCiphertext:
+        print("\nerror: the answer failed verification (tampered or truncated); it is incomplete", file=sys.stderr)
+        return 1
+    except (ClientError, ResponseFailed, ValueError) as error:  # ValueError: a bad sampling option
+        print(f"\nerror: {error}", file=sys.stderr)
+        return 1
+    print()
+    return 0
+
+
+def add_client_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    options = client_options()
+    attest = subparsers.add_parser(
+        "attest", parents=[options], help="verify the region's workers and print each verdict (exit 1 if none pass)"
+    )
+    attest.set_defaults(command=_cmd_attest)
+
+    chat = subparsers.add_parser(
+        "chat", parents=[options], help="verify, seal a prompt, and stream the decrypted answer to stdout"
+    )
+    chat.add_argument("prompt", help='the prompt ("-" reads it from stdin)')
+    chat.add_argument("--system", help="a system message before the prompt")
+    chat.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the worker's)")
+    chat.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
+    chat.add_argument("--top-p", type=float, default=1.0)
+    chat.add_argument("--seed", type=int)
+    chat.set_defaults(command=_cmd_chat)

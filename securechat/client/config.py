@@ -1,0 +1,93 @@
+"""Where the client connects and what it pins: the service URL, the tenant, and the three trust files.
+
+Trust files (all public; the CLI's ``root init``, ``release-key init`` and ``manifest build`` write them):
+the platform root's public key (``<default_root_path()>.pub``), the release key's public key
+(``<default release key path>.pub``) and the signed release manifest (``~/.config/securechat/manifest.json``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from securechat.attestation import default_root_path
+from securechat.attestation.manifest import default_release_key_path
+from securechat.client.errors import ConfigError
+from securechat.envelope import is_valid_id
+from securechat.keys import Suite
+
+URL_ENV: Final = "SECURECHAT_URL"
+TENANT_ENV: Final = "SECURECHAT_TENANT"
+REGION_ENV: Final = "SECURECHAT_REGION"
+API_KEY_ENV: Final = "SECURECHAT_API_KEY"
+DEFAULT_URL: Final = "http://127.0.0.1:8000"
+DEFAULT_REGION: Final = "us-west-1"
+DEFAULT_MANIFEST_PATH: Final = Path("~/.config/securechat/manifest.json")
+
+
+def _public_path_for(private_path: Path) -> Path:
+    return private_path.with_name(private_path.name + ".pub")  # where the key-file tools write the public half
+
+
+def default_root_public_key_path(environ: Mapping[str, str] = os.environ) -> Path:
+    return _public_path_for(default_root_path(environ))
+
+
+def default_release_public_key_path(environ: Mapping[str, str] = os.environ) -> Path:
+    return _public_path_for(default_release_key_path(environ))
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    tenant_id: str
+    base_url: str = DEFAULT_URL
+    region: str = DEFAULT_REGION
+    api_key: str | None = field(default=None, repr=False)  # sent as "Authorization: Bearer ..." when set
+    root_public_key_path: Path = field(default_factory=default_root_public_key_path)
+    release_public_key_path: Path = field(default_factory=default_release_public_key_path)
+    manifest_path: Path = DEFAULT_MANIFEST_PATH
+    suite: Suite = Suite.HPKE_X25519
+    max_age_s: float = 60.0  # oldest attestation document accepted
+    timeout_s: float = 60.0  # per connect/read on the HTTP connection
+    key_cache_ttl_s: float = 30.0  # verified keys are reused this long at most (and never past their expiry)
+
+    def __post_init__(self) -> None:
+        if not is_valid_id(self.tenant_id):
+            raise ConfigError("tenant id must be a short identifier ([A-Za-z0-9][A-Za-z0-9_.:-]{0,63})")
+        if not is_valid_id(self.region):
+            raise ConfigError("region must be a short identifier")
+        url = urlsplit(self.base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ConfigError("base_url must be an http(s) URL")
+        if self.api_key is not None and (not self.api_key or any(c.isspace() for c in self.api_key)):
+            raise ConfigError("api key must be non-empty and contain no whitespace")
+        if min(self.max_age_s, self.timeout_s) <= 0 or self.key_cache_ttl_s < 0:
+            raise ConfigError("max_age_s and timeout_s must be positive, key_cache_ttl_s non-negative")
+        for name in ("root_public_key_path", "release_public_key_path", "manifest_path"):
+            object.__setattr__(self, name, Path(getattr(self, name)).expanduser())
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        object.__setattr__(self, "suite", Suite(self.suite))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> ClientConfig:
+        """Environment first, then ``overrides`` (e.g. CLI flags) where they are not None."""
+        values: dict[str, Any] = {
+            "base_url": environ.get(URL_ENV) or None,
+            "tenant_id": environ.get(TENANT_ENV) or None,
+            "region": environ.get(REGION_ENV) or None,
+            "api_key": environ.get(API_KEY_ENV) or None,
+            "root_public_key_path": default_root_public_key_path(environ),
+            "release_public_key_path": default_release_public_key_path(environ),
+        }
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown client settings: {sorted(unknown)}")
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        if values.get("tenant_id") is None:
+            raise ConfigError(f"no tenant: pass --tenant or set {TENANT_ENV}")
+        return cls(**{name: value for name, value in values.items() if value is not None})

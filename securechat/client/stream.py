@@ -1,0 +1,87 @@
+"""One answer as it arrives: wire bytes from the HTTP response in, checked and decrypted text out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from securechat.client.errors import ServiceError
+from securechat.envelope import SealedRequest
+from securechat.errors import InvalidCiphertext, InvalidFrame
+from securechat.logs import get_logger, log_event
+from securechat.response import Completion, iter_text
+from securechat.stream import FinalEvent
+
+logger = get_logger("client")
+
+
+class CompletionStream:
+    """Iterate for text pieces, each authenticated before it is yielded; ``metrics`` is set by the final frame.
+
+    Tampering, reordering, splicing and truncation raise ``InvalidCiphertext`` (a stream without its
+    authenticated final frame is truncated); an error frame raises ``ResponseFailed``. Iterate once.
+    """
+
+    def __init__(self, response: httpx.Response, sealed: SealedRequest) -> None:
+        self._response = response
+        self._sealed = sealed
+        self._started = time.perf_counter()
+        self._consumed = False
+        self.metrics: dict[str, Any] | None = None
+
+    @property
+    def request_id(self) -> str:
+        return self._sealed.request_id
+
+    def __iter__(self) -> Iterator[str]:
+        if self._consumed:
+            raise RuntimeError("a completion stream can be read only once")
+        self._consumed = True
+        num_pieces = 0
+        try:
+            for item in iter_text(self._chunks(), self._sealed):
+                if isinstance(item, FinalEvent):
+                    self.metrics = item.metrics
+                else:
+                    num_pieces += 1
+                    yield item
+        except InvalidFrame:  # cut inside a frame: truncation, reported like every other stream failure
+            raise InvalidCiphertext() from None
+        finally:
+            self.close()
+            log_event(
+                logger,
+                "client_response_read",
+                level=logging.DEBUG,
+                request_id=self.request_id,
+                frames=num_pieces,
+                e2e_ms=round((time.perf_counter() - self._started) * 1000, 1),
+            )
+
+    def read(self) -> Completion:
+        """The whole answer, checked; the caller gets nothing unless the final frame verified."""
+        text = "".join(self)
+        return Completion(request_id=self.request_id, text=text, metrics=dict(self.metrics or {}))
+
+    def close(self) -> None:
+        """Stop reading; closing the connection cancels the generation on the worker."""
+        self._response.close()
+
+    def __enter__(self) -> CompletionStream:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _chunks(self) -> Iterator[bytes]:
+        try:
+            yield from self._response.iter_bytes()
+        except httpx.TransportError:
+            raise ServiceError(None, "connection_lost", request_id=self.request_id) from None

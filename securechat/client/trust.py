@@ -1,0 +1,81 @@
+"""What the client trusts: the pinned root, the release key and its manifest, and the keys verified with them.
+
+``VerifiedKeys`` is the cache between attestations. It holds only keys from workers that passed every check
+and is valid until the earliest expiry among them or a short TTL, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from securechat.attestation import (
+    AttestationVerifier,
+    KeyFileError,
+    VerificationReport,
+    load_manifest,
+    load_release_public,
+    load_root_public,
+)
+from securechat.client.config import ClientConfig
+from securechat.client.errors import AttestationFailed, ConfigError
+from securechat.keys import RecipientKey, Suite
+
+MAX_DOCUMENTS = 1024
+
+
+def load_verifier(config: ClientConfig) -> AttestationVerifier:
+    """The verifier for the pinned trust files; a missing or broken file is a ConfigError naming which one."""
+    try:
+        root = load_root_public(config.root_public_key_path)
+    except KeyFileError as exc:
+        raise ConfigError(f"pinned root public key {config.root_public_key_path}: {exc}") from None
+    try:
+        release = load_release_public(config.release_public_key_path)
+    except KeyFileError as exc:
+        raise ConfigError(f"release public key {config.release_public_key_path}: {exc}") from None
+    try:
+        manifest = load_manifest(config.manifest_path)
+    except OSError:
+        raise ConfigError(f"release manifest {config.manifest_path}: cannot read it") from None
+    except ValueError as exc:
+        raise ConfigError(f"release manifest {config.manifest_path}: {exc}") from None
+    if not manifest.verify(release):
+        raise ConfigError(f"release manifest {config.manifest_path} is not signed by the pinned release key")
+    return AttestationVerifier(root, manifest, release, max_age_s=config.max_age_s)
+
+
+def read_documents(data: Any, region: str, nonce: str) -> list[Mapping[str, Any]]:
+    """The documents of a ``GET /v1/attestation`` answer, after checking it answers this region and nonce."""
+    if not isinstance(data, Mapping) or data.get("region") != region or data.get("nonce") != nonce:
+        raise ValueError("attestation answer does not match the request")
+    documents = data.get("documents")
+    if not isinstance(documents, list) or len(documents) > MAX_DOCUMENTS:
+        raise ValueError("attestation answer has no document list")
+    return documents
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedKeys:
+    keys: tuple[RecipientKey, ...]
+    valid_until: float  # unix seconds
+
+    @classmethod
+    def from_report(
+        cls, report: VerificationReport, region: str, suite: Suite, *, ttl_s: float, now: float | None = None
+    ) -> VerifiedKeys:
+        """Keys of ``suite`` from verified workers only; AttestationFailed when there are none (fail closed)."""
+        workers = [worker for worker in report.verified if worker.key_for(suite) is not None]
+        if not workers:
+            detail = None
+            if report.verified:
+                detail = f"{len(report.verified)} verified, none with a {suite.value} key"
+            raise AttestationFailed(region, report, detail=detail)
+        current = time.time() if now is None else now
+        expiry = min(worker.expires_at for worker in workers)
+        return cls(tuple(report.recipient_keys(suite)), min(current + ttl_s, float(expiry)))
+
+    def is_fresh(self, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) < self.valid_until
