@@ -39,8 +39,14 @@ APP_ARGS: dict[str, Any] = {
 }
 
 
+def platform_root_path(cache_dir: Path) -> Path:
+    """The simulated platform root the test cluster's workers create on first start (never the user's own)."""
+    return cache_dir / "platform-root.pem"
+
+
 def start(cache_dir: Path) -> LocalApp:
-    return start_local(APP_ARGS, env={"SECURECHAT_CACHE_DIR": str(cache_dir)}, extra_pythonpath=str(REPO_ROOT))
+    env = {"SECURECHAT_CACHE_DIR": str(cache_dir), "SECURECHAT_PLATFORM_ROOT": str(platform_root_path(cache_dir))}
+    return start_local(APP_ARGS, env=env, extra_pythonpath=str(REPO_ROOT))
 
 
 def with_region_replicas(region: str, num_replicas: int) -> dict[str, Any]:

@@ -1,0 +1,109 @@
+"""The client side against the running app: attestation-verified SDK, the OpenAI package through the local
+proxy, and a canary proving the host side never handles the prompt or the answer in the clear."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from deployments.local import LocalApp
+from securechat.attestation import (
+    create_release_key,
+    load_release_key,
+    manifest_for_registers,
+    measure_for_engine,
+    save_manifest,
+    sign_manifest,
+)
+from securechat.client import ClientConfig, SecureChatClient
+from securechat.config import AppSettings
+from securechat.proxy.app import create_proxy_app
+from tests.client_harness import serve_asgi
+from tests.ray_harness import APP_ARGS, MAIN_REGION, platform_root_path
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def client_config(
+    ray_app: LocalApp, securechat_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> ClientConfig:
+    """What a user pins: the cluster's platform root, a release key, and a manifest for what the workers run."""
+    directory = tmp_path_factory.mktemp("trust")
+    create_release_key(directory / "release.pem")
+    engine = AppSettings.model_validate(APP_ARGS).engine_for(MAIN_REGION)
+    registers = measure_for_engine(engine.model_dump(mode="json"), debug=False)
+    manifest = manifest_for_registers("securechat", "ray-test", registers)
+    save_manifest(directory / "manifest.json", sign_manifest(manifest, load_release_key(directory / "release.pem")))
+    return ClientConfig(
+        tenant_id="tenant1",
+        base_url=ray_app.base_url,
+        region=MAIN_REGION,
+        root_public_key_path=Path(f"{platform_root_path(securechat_cache_dir)}.pub"),
+        release_public_key_path=directory / "release.pem.pub",
+        manifest_path=directory / "manifest.json",
+    )
+
+
+class Recording(httpx.BaseTransport):
+    """Records every byte the client sends to and receives from the service."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.sent = bytearray()
+        self.received = bytearray()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent += request.read()
+        response = self.inner.handle_request(request)
+        body = response.read()
+        self.received += body
+        return httpx.Response(response.status_code, headers=response.headers, content=body)
+
+
+def test_sdk_verifies_every_worker_and_reads_its_answer(client_config: ClientConfig) -> None:
+    with SecureChatClient(client_config) as client:
+        report = client.attest()
+        assert len(report.verified) == 2 and not report.refused
+        completion = client.complete("Tell me a story.", max_new_tokens=10, temperature=0.8, seed=3)
+    assert completion.metrics["output_tokens"] == 10
+    assert completion.metrics["worker_id"] in {w.worker_id for w in report.verified}
+
+
+@pytest.fixture
+def proxy_url(client_config: ClientConfig) -> Iterator[str]:
+    with serve_asgi(create_proxy_app(lambda: SecureChatClient(client_config)), lifespan="on") as url:
+        yield url
+
+
+def test_openai_package_through_the_proxy(proxy_url: str, client_config: ClientConfig) -> None:
+    api = openai.OpenAI(base_url=f"{proxy_url}/v1", api_key="unused", max_retries=0)
+    messages: list[Any] = [{"role": "user", "content": "Say something."}]
+    plain = api.chat.completions.create(model="securechat", messages=messages, max_tokens=8, temperature=0.7, seed=9)
+    chunks = api.chat.completions.create(
+        model="securechat", messages=messages, max_tokens=8, temperature=0.7, seed=9, stream=True
+    )
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
+    with SecureChatClient(client_config) as client:
+        direct = client.chat(messages, max_new_tokens=8, temperature=0.7, seed=9)
+    assert plain.choices[0].message.content == streamed == direct
+    assert plain.usage is not None and plain.usage.completion_tokens == 8
+
+
+def test_host_side_never_handles_the_prompt_or_answer_in_the_clear(
+    ray_app: LocalApp, client_config: ClientConfig
+) -> None:
+    canary = f"CANARY{uuid.uuid4().hex}"
+    recording = Recording()
+    with SecureChatClient(client_config, http=httpx.Client(transport=recording, timeout=60)) as client:
+        answer = client.chat(f"Repeat after me: {canary}", max_new_tokens=16, temperature=0.9, seed=4)
+    assert answer and canary.encode() not in recording.sent and canary.encode() not in recording.received
+    assert answer.encode() not in recording.received  # the answer only ever crossed the host as ciphertext
+    hits = [str(p) for p in ray_app.session_dir.rglob("*") if p.is_file() and canary.encode() in p.read_bytes()]
+    assert hits == []
