@@ -18,7 +18,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from benchmarks.stats import percentile
 from securechat.engine.base import ChatMessage, Engine, GenerationRequest, GenerationStats, SamplingParams
 from securechat.engine.batched import BatchedEngine, BatchedEngineConfig
 from securechat.engine.hf import HFEngine, HFEngineConfig
@@ -65,17 +66,6 @@ class Round:
     @property
     def tokens_per_s(self) -> float:
         return self.output_tokens / self.wall_s
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile, q in [0, 100]."""
-    if not values:
-        raise ValueError("no values")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def make_requests(num_requests: int, max_new_tokens: int) -> list[GenerationRequest]:
