@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup serve test lint typecheck unit bench-cpu tiny-model clean
+.PHONY: setup serve test lint typecheck unit bench-cpu load-test tiny-model clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,9 @@ unit: setup
 
 test: lint typecheck
 	$(BIN)/pytest -q
+
+load-test: tiny-model
+	$(BIN)/python -m benchmarks.load_test --clients 200 --duration-s 60 --out benchmarks/results/load-test.json
 
 bench-cpu: tiny-model
 	$(BIN)/python -m benchmarks.bench_engines_cpu --out benchmarks/results/cpu-engines.json

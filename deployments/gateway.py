@@ -24,8 +24,8 @@ class HandleBackend:
         self._directory = orchestrator.options(method_name="key_directory")
         self._attestations = orchestrator.options(method_name="attestations")
 
-    async def infer(self, envelope: bytes) -> AsyncIterator[bytes]:
-        stream = self._infer.remote(envelope)
+    async def infer(self, envelope: bytes, max_new_tokens: int | None = None) -> AsyncIterator[bytes]:
+        stream = self._infer.remote(envelope, max_new_tokens)
         assert isinstance(stream, DeploymentResponseGenerator)
         try:
             async for frame in stream:

@@ -18,8 +18,8 @@ class OrchestratorDeployment:
         pools = {region: RayWorkerPool(handle) for region, handle in workers.items()}
         self._dispatcher = InferenceDispatcher(pools, app.dispatch)
 
-    async def infer(self, envelope: bytes) -> AsyncIterator[bytes]:
-        async for frame in self._dispatcher.dispatch(envelope):
+    async def infer(self, envelope: bytes, max_new_tokens: int | None = None) -> AsyncIterator[bytes]:
+        async for frame in self._dispatcher.dispatch(envelope, max_new_tokens):
             yield frame
 
     async def key_directory(self, region: str) -> list[dict[str, Any]]:

@@ -39,8 +39,8 @@ class RayWorkerPool(WorkerPool):
         except BackPressureError:
             raise Overloaded() from None
 
-    async def dispatch(self, selection: Selection, envelope: bytes) -> AsyncIterator[bytes]:
-        stream = self._run.dispatch(selection.handle, envelope)
+    async def dispatch(self, selection: Selection, envelope: bytes, max_new_tokens: int | None) -> AsyncIterator[bytes]:
+        stream = self._run.dispatch(selection.handle, envelope, max_new_tokens)
         assert isinstance(stream, DeploymentResponseGenerator)
         try:
             async for frame in stream:

@@ -50,8 +50,8 @@ class WorkerDeployment:
     async def attest(self, nonce: str) -> dict[str, Any]:
         return {**await self.describe(), "attestation": self._worker.attest(nonce)}
 
-    async def run(self, envelope: bytes) -> AsyncIterator[bytes]:
-        async for frame in self._worker.run(Envelope.from_bytes(envelope)):
+    async def run(self, envelope: bytes, max_new_tokens: int | None = None) -> AsyncIterator[bytes]:
+        async for frame in self._worker.run(Envelope.from_bytes(envelope), max_new_tokens):
             yield frame
 
     async def check_health(self) -> None:

@@ -57,8 +57,11 @@ class WorkerPool(ABC):
         """Reserve a slot on one replica (released on exit unless dispatched). May raise Overloaded."""
 
     @abstractmethod
-    def dispatch(self, selection: Selection, envelope: bytes) -> AsyncIterator[bytes]:
-        """Send to exactly the selected replica; yield its frame payloads. Raise WorkerLost if it dies."""
+    def dispatch(self, selection: Selection, envelope: bytes, max_new_tokens: int | None) -> AsyncIterator[bytes]:
+        """Send to exactly the selected replica; yield its frame payloads. Raise WorkerLost if it dies.
+
+        ``max_new_tokens`` is the tenant's cap, enforced by the worker whatever the sealed body asks for.
+        """
 
     @abstractmethod
     async def describe(self) -> list[dict[str, Any]]:
@@ -92,7 +95,7 @@ class InferenceDispatcher:
         pool = self._pools.get(region)
         return [] if pool is None else await pool.attest(nonce)
 
-    async def dispatch(self, envelope_bytes: bytes) -> AsyncIterator[bytes]:
+    async def dispatch(self, envelope_bytes: bytes, max_new_tokens: int | None = None) -> AsyncIterator[bytes]:
         """Yield length-prefixed wire frames; failures before any frame are a single error frame."""
         try:
             envelope = Envelope.from_bytes(envelope_bytes)
@@ -120,7 +123,7 @@ class InferenceDispatcher:
             return
         self._in_flight += 1
         try:
-            async for frame in self._dispatch_admitted(pool, envelope, envelope_bytes):
+            async for frame in self._dispatch_admitted(pool, envelope, envelope_bytes, max_new_tokens):
                 yield frame
         finally:
             self._in_flight -= 1
@@ -130,7 +133,7 @@ class InferenceDispatcher:
         return self._in_flight
 
     async def _dispatch_admitted(
-        self, pool: WorkerPool, envelope: Envelope, envelope_bytes: bytes
+        self, pool: WorkerPool, envelope: Envelope, envelope_bytes: bytes, max_new_tokens: int | None
     ) -> AsyncIterator[bytes]:
         request_id = envelope.header.request_id
         started = time.perf_counter()
@@ -151,7 +154,7 @@ class InferenceDispatcher:
                         attempt=attempt,
                         bytes=len(envelope_bytes),
                     )
-                    async for payload in pool.dispatch(selection, envelope_bytes):
+                    async for payload in pool.dispatch(selection, envelope_bytes, max_new_tokens):
                         sent_any = True
                         yield encode_frame(payload)
                 log_event(

@@ -148,8 +148,12 @@ class EnclaveWorker:
         await self._engine.close()
 
     # -- one request -------------------------------------------------------------------------------------
-    async def run(self, envelope: Envelope) -> AsyncIterator[bytes]:
-        """Yield the response's frame payloads (not yet length-prefixed) for one envelope."""
+    async def run(self, envelope: Envelope, max_new_tokens: int | None = None) -> AsyncIterator[bytes]:
+        """Yield the response's frame payloads (not yet length-prefixed) for one envelope.
+
+        ``max_new_tokens`` caps the answer below this worker's own limit (the tenant's policy, set by the host:
+        a number, not content, so the host may decide it).
+        """
         request_id = envelope.header.request_id
         if self.state not in (WorkerState.READY, WorkerState.BUSY, WorkerState.STREAMING):
             self._observer.request_failed(ErrorCode.NO_WORKER)
@@ -171,7 +175,9 @@ class EnclaveWorker:
             return
         sealer = ResponseSealer(derive_response_key(opened.dek, request_id), request_id)
         try:
-            body = RequestBody.from_bytes(opened.body, self._max_new_tokens)
+            body = RequestBody.from_bytes(
+                opened.body, min(self._max_new_tokens, max_new_tokens or self._max_new_tokens)
+            )
         except InvalidRequestBody:
             self._observer.request_failed(ErrorCode.INVALID_REQUEST)
             yield sealer.seal_final({"worker_id": self.worker_id}, ErrorCode.INVALID_REQUEST)

@@ -159,9 +159,9 @@ class CountingBackend(LocalBackend):
         super().__init__(dispatcher)
         self._calls = calls
 
-    def infer(self, envelope: bytes) -> Any:
+    def infer(self, envelope: bytes, max_new_tokens: int | None = None) -> Any:
         self._calls.append(len(envelope))
-        return super().infer(envelope)
+        return super().infer(envelope, max_new_tokens)
 
 
 Mutation = Callable[[list[bytes]], bytes]

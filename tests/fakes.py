@@ -96,14 +96,16 @@ class FakePool:
 
         return chooser()
 
-    async def dispatch(self, selection: Selection, envelope: bytes) -> AsyncIterator[bytes]:
+    async def dispatch(
+        self, selection: Selection, envelope: bytes, max_new_tokens: int | None = None
+    ) -> AsyncIterator[bytes]:
         self.dispatched_to.append(selection.replica_id)
         if selection.replica_id in self.die_before_first_frame:
             raise WorkerLost()
         limit = self.die_after_frames.get(selection.replica_id)
         worker = self.workers[selection.replica_id]
         count = 0
-        async for frame in worker.run(Envelope.from_bytes(envelope)):
+        async for frame in worker.run(Envelope.from_bytes(envelope), max_new_tokens):
             if limit is not None and count == limit:
                 raise WorkerLost()
             count += 1

@@ -117,3 +117,17 @@ def test_scaling_down_drains_in_flight_streams(ray_app: LocalApp) -> None:
     finally:
         deploy(APP_ARGS)
         ray_app.wait_ready(FAULT_REGION, 2, exact=True)
+
+
+def test_bounded_load_every_request_ends_verified_or_with_a_code(ray_app: LocalApp) -> None:
+    """A small run of the load test against the shared app: nothing hangs, nothing unexpected."""
+    import asyncio
+
+    from benchmarks.load_test import Tenant, run_load
+    from tests.ray_harness import MAIN_REGION
+
+    tenants = [Tenant("tenant1", None), Tenant("tenant2", None)]
+    report = asyncio.run(run_load(ray_app.base_url, tenants, clients=12, duration_s=4, region=MAIN_REGION))
+    assert report.sent > 0 and report.outcomes["ok"] > 0
+    assert report.unexpected == {}
+    assert set(report.per_tenant) == {"tenant1", "tenant2"}

@@ -271,9 +271,9 @@ class BreakingBackend(LocalBackend):
         self.__dict__.update(inner.__dict__)
         self.after = after
 
-    async def infer(self, envelope: bytes) -> Any:  # type: ignore[override]
+    async def infer(self, envelope: bytes, max_new_tokens: int | None = None) -> Any:  # type: ignore[override]
         count = 0
-        async for frame in super().infer(envelope):
+        async for frame in super().infer(envelope, max_new_tokens):
             if count == self.after:
                 raise RuntimeError("actor died")
             count += 1

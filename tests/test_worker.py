@@ -3,7 +3,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from securechat.engine.base import EngineDeadError, EngineError, GenerationStats
+from securechat.engine.base import EngineDeadError, EngineError, GenerationStats, SamplingParams
 from securechat.envelope import Envelope, seal_request
 from securechat.errors import ErrorCode
 from securechat.keys import Suite, WorkerKeys
@@ -192,3 +192,18 @@ def test_identity_publishes_public_keys_only(keys: WorkerKeys) -> None:
     assert info["worker_id"] == "w1" and info["region"] == "us-west-1"
     assert {k["key_id"] for k in info["keys"]} == set(keys.key_ids())
     assert Envelope  # re-exported type used by callers
+
+
+def test_host_cap_on_new_tokens_wins_over_the_sealed_body(keys: WorkerKeys) -> None:
+    """The tenant's max_new_tokens (a number the host may set) caps what a client-sealed body asks for."""
+    engine = ScriptedEngine()
+    worker, _ = make_worker(keys, engine)
+    asyncio.run(worker.start())
+    body = RequestBody.from_prompt("hi", SamplingParams(max_new_tokens=500)).to_bytes()
+    sealed = seal_request(
+        body, request_id="req-cap", tenant_id="t1", mode="plain", region="us-west-1", recipients=keys.public_keys
+    )
+    asyncio.run(collect(worker.run(sealed.envelope, max_new_tokens=3)))
+    assert engine.seen[-1].sampling.max_new_tokens == 3
+    asyncio.run(collect(worker.run(seal(keys, request_id="req-nocap").envelope)))
+    assert engine.seen[-1].sampling.max_new_tokens == 16  # the worker's own limit when the host sets none

@@ -9,8 +9,9 @@ from securechat.dispatcher import InferenceDispatcher
 
 
 class OrchestratorBackend(Protocol):
-    def infer(self, envelope: bytes) -> AsyncIterator[bytes]:
-        """Length-prefixed wire frames; closing the iterator cancels the request downstream."""
+    def infer(self, envelope: bytes, max_new_tokens: int | None = None) -> AsyncIterator[bytes]:
+        """Length-prefixed wire frames; closing the iterator cancels the request downstream. ``max_new_tokens``
+        is the tenant's cap, which the worker enforces whatever the sealed body asks for."""
         ...
 
     async def key_directory(self, region: str) -> list[dict[str, Any]]:
@@ -28,8 +29,8 @@ class LocalBackend:
     def __init__(self, dispatcher: InferenceDispatcher) -> None:
         self._dispatcher = dispatcher
 
-    def infer(self, envelope: bytes) -> AsyncIterator[bytes]:
-        return self._dispatcher.dispatch(envelope)
+    def infer(self, envelope: bytes, max_new_tokens: int | None = None) -> AsyncIterator[bytes]:
+        return self._dispatcher.dispatch(envelope, max_new_tokens)
 
     async def key_directory(self, region: str) -> list[dict[str, Any]]:
         return await self._dispatcher.key_directory(region)

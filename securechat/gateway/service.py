@@ -89,7 +89,7 @@ class GatewayService:
             envelope_bytes = envelope.to_bytes()
             lease = self._admit(request, policy, len(envelope.ciphertext))
             try:
-                first, rest = await self._dispatch(envelope_bytes)
+                first, rest = await self._dispatch(envelope_bytes, policy.max_new_tokens)
             except BaseException:
                 lease.release()
                 raise
@@ -103,7 +103,7 @@ class GatewayService:
             for refresh in (False, True):
                 sealed = await self._seal_prompt(request, max_new_tokens, refresh)
                 try:
-                    first, rest = await self._dispatch(sealed.envelope.to_bytes())
+                    first, rest = await self._dispatch(sealed.envelope.to_bytes(), policy.max_new_tokens)
                 except HTTPError as error:
                     if error.code is ErrorCode.STALE_KEYS and not refresh:
                         continue  # a worker was replaced since the directory was cached: refetch and reseal once
@@ -166,8 +166,8 @@ class GatewayService:
             suite=suite,
         )
 
-    async def _dispatch(self, envelope: bytes) -> tuple[bytes, AsyncIterator[bytes]]:
-        stream = self.backend.infer(envelope)
+    async def _dispatch(self, envelope: bytes, max_new_tokens: int) -> tuple[bytes, AsyncIterator[bytes]]:
+        stream = self.backend.infer(envelope, max_new_tokens)
         try:
             first = await anext(stream)
         except StopAsyncIteration:
