@@ -41,6 +41,7 @@ from securechat.engine.base import (
     GenerationStats,
     TextChunk,
 )
+from securechat.engine.chat_template import chat_prompt_ids
 from securechat.logs import get_logger, log_event
 from securechat.tiny_model import resolve_model_path
 
@@ -252,9 +253,7 @@ class HFEngine(Engine):
 
     def _prompt_ids(self, messages: tuple[ChatMessage, ...]) -> list[int]:
         tokenizer, _ = self._require_started()
-        conversation = [{"role": m.role, "content": m.content} for m in messages]
-        ids = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=False)
-        return list(ids)
+        return chat_prompt_ids(tokenizer, messages)
 
     def count_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
         return len(self._prompt_ids(messages))

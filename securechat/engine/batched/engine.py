@@ -31,6 +31,7 @@ from securechat.engine.batched.detokenizer import IncrementalDetokenizer
 from securechat.engine.batched.engine_thread import EngineDead, EngineThread, Failed, Stream
 from securechat.engine.batched.runner import device_problem, resolve_device
 from securechat.engine.batched.sequence import Sequence
+from securechat.engine.chat_template import chat_prompt_ids
 from securechat.logs import get_logger, log_event
 from securechat.tiny_model import resolve_model_path
 
@@ -93,11 +94,7 @@ class BatchedEngine(Engine):
     def _prompt_ids(self, messages: tuple[ChatMessage, ...]) -> list[int]:
         if self._tokenizer is None:
             raise EngineError("engine_not_started")
-        conversation = [{"role": m.role, "content": m.content} for m in messages]
-        ids = self._tokenizer.apply_chat_template(
-            conversation, add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        return list(ids)
+        return chat_prompt_ids(self._tokenizer, messages)
 
     def count_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
         return len(self._prompt_ids(messages))
