@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup serve test lint typecheck unit bench-cpu load-test tiny-model clean
+.PHONY: setup serve test lint typecheck unit bench-cpu bench-experiments bench-gpu load-test tiny-model clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,12 @@ test: lint typecheck
 
 load-test: tiny-model
 	$(BIN)/python -m benchmarks.load_test --clients 200 --duration-s 60 --out benchmarks/results/load-test.json
+
+bench-experiments: tiny-model
+	$(BIN)/python -m benchmarks.experiments all --profile cpu
+
+bench-gpu: setup
+	$(BIN)/python -m benchmarks.experiments all --profile gpu --random-weights
 
 bench-cpu: tiny-model
 	$(BIN)/python -m benchmarks.bench_engines_cpu --out benchmarks/results/cpu-engines.json

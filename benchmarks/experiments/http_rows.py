@@ -1,0 +1,65 @@
+"""Turning end-to-end results into rows: per-request columns, medians and p50/p90/p99 summaries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from benchmarks.experiments.app import BenchApp
+from benchmarks.experiments.common import Row, Scalar
+from benchmarks.experiments.http_client import AppClient, HttpResult
+from benchmarks.stats import summarize
+from securechat.engine.base import ChatMessage
+
+
+def columns(results: list[HttpResult]) -> dict[str, list[float]]:
+    per_request: dict[str, list[float]] = {
+        "e2e_ms": [r.e2e_ms for r in results],
+        "worker_total_ms": [float(r.worker["total_ms"]) for r in results],
+        "worker_ttft_ms": [float(r.worker["ttft_ms"]) for r in results],
+        "tokens_per_sec": [float(r.worker["tokens_per_sec"]) for r in results],
+        "input_tokens": [float(r.worker["input_tokens"]) for r in results],
+        "output_tokens": [float(r.worker["output_tokens"]) for r in results],
+        "frames": [float(r.frames) for r in results],
+        "bytes": [float(r.num_bytes) for r in results],
+    }
+    per_request["overhead_ms"] = [
+        e - w for e, w in zip(per_request["e2e_ms"], per_request["worker_total_ms"], strict=True)
+    ]
+    overheads, frames = per_request["overhead_ms"], per_request["frames"]
+    per_request["overhead_ms_per_frame"] = [o / f for o, f in zip(overheads, frames, strict=True)]
+    return per_request
+
+
+def http_row(
+    engine: str, label: str, params: Mapping[str, Scalar], results: list[HttpResult], summarized: tuple[str, ...]
+) -> Row:
+    per_request = columns(results)
+    row = Row(engine=engine, label=label, params=dict(params))
+    row.metrics = {key: summarize(values)["p50"] for key, values in per_request.items()}
+    row.metrics["workers_used"] = float(len({r.worker.get("worker_id") for r in results}))
+    if len(results) > 1:
+        row.summaries = {key: summarize(per_request[key]) for key in summarized}
+    return row
+
+
+def measure_bursts(
+    client: AppClient,
+    region: str,
+    messages: tuple[ChatMessage, ...],
+    max_new_tokens: int,
+    num_streams: int,
+    rounds: int,
+) -> tuple[list[float], list[HttpResult]]:
+    """One warm-up burst, then ``rounds`` measured ones: each round's wall ms, and every request's result."""
+    client.burst(region, messages, max_new_tokens, num_streams)
+    walls: list[float] = []
+    results: list[HttpResult] = []
+    for round_index in range(rounds):
+        wall_ms, burst = client.burst(region, messages, max_new_tokens, num_streams, seed=round_index * num_streams)
+        walls.append(wall_ms)
+        results.extend(burst)
+    return walls, results
+
+
+def missing_region(app: BenchApp, engine: str, num_workers: int) -> str:
+    return f"this app has no {engine} region with {num_workers} worker(s)"
