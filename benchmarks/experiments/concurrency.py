@@ -12,7 +12,7 @@ from typing import Any
 from benchmarks.experiments.app import BenchApp
 from benchmarks.experiments.common import Column, ExperimentResult, Row, RunContext, plural
 from benchmarks.experiments.http_client import AppClient
-from benchmarks.experiments.http_rows import http_row, measure_bursts, missing_region
+from benchmarks.experiments.http_rows import burst_row
 from benchmarks.experiments.prompts import prompt_of_length
 
 NAME = "concurrency"
@@ -36,18 +36,14 @@ def run(ctx: RunContext, app: BenchApp) -> ExperimentResult:
     client = AppClient(app.base_url)
     try:
         for engine in ctx.engines:
-            region = app.region(engine, 1)
             for clients in ctx.sizes.concurrency_levels:
                 params = {"clients": clients, "workers": 1}
-                if region is None:
-                    rows.append(Row.skipped(engine, plural(clients, "client"), missing_region(app, engine, 1), params))
-                    continue
-                walls, results = measure_bursts(client, region, messages, max_new_tokens, clients, rounds)
-                row = http_row(engine, plural(clients, "client"), params, results, SUMMARIZED)
-                tokens = sum(float(r.worker["output_tokens"]) for r in results)
-                row.metrics["wall_ms"] = sum(walls) / len(walls)
-                row.metrics["aggregate_tokens_per_sec"] = tokens / (sum(walls) / 1000)
-                rows.append(row)
+                label = plural(clients, "client")
+                rows.append(
+                    burst_row(
+                        client, app, engine, 1, label, params, messages, max_new_tokens, clients, rounds, SUMMARIZED
+                    )
+                )
     finally:
         client.close()
     settings: dict[str, Any] = {

@@ -61,5 +61,33 @@ def measure_bursts(
     return walls, results
 
 
+def burst_row(
+    client: AppClient,
+    app: BenchApp,
+    engine: str,
+    workers: int,
+    label: str,
+    params: Mapping[str, Scalar],
+    messages: tuple[ChatMessage, ...],
+    max_new_tokens: int,
+    burst: int,
+    rounds: int,
+    summarized: tuple[str, ...],
+) -> Row:
+    """One row of an HTTP experiment: ``burst`` concurrent requests, ``rounds`` times, to the region running
+    ``engine`` on ``workers`` workers (a skipped row if the app has none). Adds the mean burst ``wall_ms`` and
+    the ``aggregate_tokens_per_sec`` over all rounds."""
+    region = app.region(engine, workers)
+    if region is None:
+        return Row.skipped(engine, label, missing_region(app, engine, workers), params)
+    walls, results = measure_bursts(client, region, messages, max_new_tokens, burst, rounds)
+    row = http_row(engine, label, params, results, summarized)
+    row.metrics["wall_ms"] = sum(walls) / len(walls)
+    row.metrics["aggregate_tokens_per_sec"] = sum(float(r.worker["output_tokens"]) for r in results) / (
+        sum(walls) / 1000
+    )
+    return row
+
+
 def missing_region(app: BenchApp, engine: str, num_workers: int) -> str:
     return f"this app has no {engine} region with {num_workers} worker(s)"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from benchmarks.experiments.app import BenchApp
 from benchmarks.experiments.common import Column, ExperimentResult, Row, RunContext, plural
 from benchmarks.experiments.http_client import AppClient
-from benchmarks.experiments.http_rows import http_row, measure_bursts, missing_region
+from benchmarks.experiments.http_rows import burst_row
 from benchmarks.experiments.prompts import SHORT_PROMPT
 from securechat.engine.base import ChatMessage
 
@@ -39,20 +39,27 @@ def run(ctx: RunContext, app: BenchApp) -> ExperimentResult:
         for engine in ctx.engines:
             one_worker_wall: float | None = None
             for workers in WORKER_COUNTS:
-                region = app.region(engine, workers)
                 params = {"workers": workers, "requests": num_requests}
-                if region is None:
-                    rows.append(
-                        Row.skipped(engine, plural(workers, "worker"), missing_region(app, engine, workers), params)
-                    )
-                    continue
-                walls, results = measure_bursts(client, region, messages, max_new_tokens, num_requests, rounds)
-                row = http_row(engine, plural(workers, "worker"), params, results, SUMMARIZED)
-                row.metrics["wall_ms"] = sum(walls) / len(walls)
+                label = plural(workers, "worker")
+                row = burst_row(
+                    client,
+                    app,
+                    engine,
+                    workers,
+                    label,
+                    params,
+                    messages,
+                    max_new_tokens,
+                    num_requests,
+                    rounds,
+                    SUMMARIZED,
+                )
+                rows.append(row)
+                if "wall_ms" not in row.metrics:
+                    continue  # skipped
                 one_worker_wall = row.metrics["wall_ms"] if workers == 1 else one_worker_wall
                 if one_worker_wall is not None:
                     row.metrics["speedup"] = one_worker_wall / row.metrics["wall_ms"]
-                rows.append(row)
     finally:
         client.close()
     params = {"requests": num_requests, "max_new_tokens": max_new_tokens, "rounds": rounds}

@@ -13,7 +13,7 @@ from typing import Any
 from benchmarks.experiments.app import BenchApp
 from benchmarks.experiments.common import Column, ExperimentResult, Row, RunContext, plural
 from benchmarks.experiments.http_client import AppClient
-from benchmarks.experiments.http_rows import http_row, measure_bursts, missing_region
+from benchmarks.experiments.http_rows import burst_row
 from benchmarks.experiments.prompts import prompt_of_length
 
 NAME = "overhead"
@@ -37,16 +37,14 @@ def run(ctx: RunContext, app: BenchApp) -> ExperimentResult:
     client = AppClient(app.base_url)
     try:
         for engine in ctx.engines:
-            region = app.region(engine, 1)
             for streams in ctx.sizes.overhead_streams:
                 params = {"streams": streams, "workers": 1}
-                if region is None:
-                    rows.append(Row.skipped(engine, plural(streams, "stream"), missing_region(app, engine, 1), params))
-                    continue
-                walls, results = measure_bursts(client, region, messages, max_new_tokens, streams, rounds)
-                row = http_row(engine, plural(streams, "stream"), params, results, SUMMARIZED)
-                row.metrics["wall_ms"] = sum(walls) / len(walls)
-                rows.append(row)
+                label = plural(streams, "stream")
+                rows.append(
+                    burst_row(
+                        client, app, engine, 1, label, params, messages, max_new_tokens, streams, rounds, SUMMARIZED
+                    )
+                )
     finally:
         client.close()
     settings: dict[str, Any] = {
