@@ -99,7 +99,8 @@ class GatewayService:
             raise HTTPError(ErrorCode.PROMPT_TOO_LONG)
         lease = self._admit(request, policy, len(request.prompt.encode()))
         try:
-            max_new_tokens = request.max_new_tokens or min(self.settings.engine.max_new_tokens, policy.max_new_tokens)
+            engine_limit = self.settings.engine_for(request.region).max_new_tokens
+            max_new_tokens = request.max_new_tokens or min(engine_limit, policy.max_new_tokens)
             for refresh in (False, True):
                 sealed = await self._seal_prompt(request, max_new_tokens, refresh)
                 try:
