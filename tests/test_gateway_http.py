@@ -262,6 +262,8 @@ def test_attestation_endpoint_returns_documents_bound_to_the_nonce(tmp_path: Any
     assert bad.status_code == 422 and "SECRET" not in bad.text and bad.json()["error"] == "invalid_request"
     unknown = call(client, "GET", "/v1/attestation", params={"region": "mars-1", "nonce": nonce})
     assert unknown.status_code == 400
+    every_region = call(client, "GET", "/v1/attestation", params={"nonce": nonce}).json()
+    assert every_region["region"] is None and len(every_region["documents"]) == 2
 
 
 class BreakingBackend(LocalBackend):

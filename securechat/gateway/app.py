@@ -112,15 +112,17 @@ def create_app() -> FastAPI:
     @app.get("/v1/attestation")
     async def attestation(
         request: Request,
-        region: str,
         nonce: Annotated[str, Query(pattern=NONCE_PATTERN, description="verifier's fresh nonce, hex")],
+        region: str | None = None,
     ) -> dict[str, Any]:
-        """Attestation documents of the region's live workers, each bound to ``nonce``. Verify, then seal."""
+        """Attestation documents of the live workers (of ``region``, or of every region), each bound to
+        ``nonce``. Verify them, then seal only to the keys they attest."""
         service = _service(request)
-        if region not in service.settings.region_names:
+        if region is not None and region not in service.settings.region_names:
             raise HTTPError(ErrorCode.UNKNOWN_REGION)
-        workers = await service.backend.attestations(region, nonce)
-        return {"region": region, "nonce": nonce, "documents": [w["attestation"] for w in workers]}
+        regions = [region] if region is not None else list(service.settings.region_names)
+        documents = [w["attestation"] for r in regions for w in await service.backend.attestations(r, nonce)]
+        return {"region": region, "nonce": nonce, "documents": documents}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
