@@ -25,7 +25,7 @@ from securechat.envelope import Envelope
 from securechat.errors import ErrorCode
 from securechat.framing import encode_frame
 from securechat.logs import get_logger, log_event
-from securechat.stream import make_error_frame
+from securechat.stream import START_FRAME, make_error_frame
 
 logger = get_logger("dispatcher")
 RECENT_REQUEST_IDS = 100_000
@@ -154,9 +154,20 @@ class InferenceDispatcher:
                         attempt=attempt,
                         bytes=len(envelope_bytes),
                     )
+                    held: bytes | None = None  # the start frame waits for the frame after it (see below)
                     async for payload in pool.dispatch(selection, envelope_bytes, max_new_tokens):
+                        if payload[:1] == bytes([START_FRAME]) and not sent_any:
+                            # Hold the worker's start frame until the next frame, so a replica lost right after
+                            # sending it is still retried transparently (the retry brings its own start frame).
+                            held = payload
+                            continue
+                        if held is not None:
+                            yield encode_frame(held)
+                            held = None
                         sent_any = True
                         yield encode_frame(payload)
+                    if held is not None:  # a start frame alone: pass it on, the reader sees the truncation
+                        yield encode_frame(held)
                 log_event(
                     logger,
                     "dispatch_done",

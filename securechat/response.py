@@ -37,7 +37,7 @@ def iter_text(chunks: Iterable[bytes], sealed: SealedRequest) -> Iterator[str | 
             yield event.text
         elif isinstance(event, ErrorEvent):
             raise ResponseFailed(event.code)
-        else:
+        elif isinstance(event, FinalEvent):
             if event.error:
                 raise ResponseFailed(event.error, event.metrics)
             yield event

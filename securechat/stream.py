@@ -2,6 +2,9 @@
 
 Frame layout (the payload inside a length-prefixed wire frame)::
 
+    start  0x03 | salt (32 bytes): the worker's fresh random salt for this run; always the first frame of an
+           answer. Every run of an envelope (a retry, or a host replaying it) gets a new salt, hence a new key:
+           a replay can never reuse a key and nonce pair, so it reveals nothing about an earlier answer.
     data   0x01 | flags:u8 | seq:u32 BE | AES-256-GCM(response_key, nonce=seq as 12 bytes BE, aad) -> ct || tag
            aad = "securechat/v1/frame" | request_id | the 6 bytes before the ciphertext
            flags bit 0 = final. A chunk's plaintext is UTF-8 text; the final frame's is JSON
@@ -9,14 +12,16 @@ Frame layout (the payload inside a length-prefixed wire frame)::
     error  0x02 | JSON {"code": ErrorCode, "request_id": str}: unauthenticated, for failures where no response
            key is held (e.g. the worker replica died). It can only end a stream, never complete it.
 
-response_key = HKDF-SHA256(DEK, salt="securechat/v1/response", info=request_id). Counter nonces are safe
-because the key is unique per request. A reader that reaches the end without an authenticated final frame
-has a truncated stream.
+response_key = HKDF-SHA256(DEK, salt=run salt, info="securechat/v1/response" | request_id). Counter nonces
+are safe because the key is unique per run. The start frame itself is not authenticated, but a wrong salt only
+yields a key under which no data frame verifies. A reader that reaches the end without an authenticated final
+frame has a truncated stream.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,14 +35,18 @@ from securechat.errors import ErrorCode, InvalidCiphertext
 
 DATA_FRAME = 0x01
 ERROR_FRAME = 0x02
+START_FRAME = 0x03
+SALT_BYTES = 32
 FLAG_FINAL = 0x01
 _DATA_PREFIX = struct.Struct(">BBI")  # type, flags, seq
 _MAX_SEQ = 2**32 - 1
 
 
-def derive_response_key(dek: bytes, request_id: str) -> bytes:
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"securechat/v1/response", info=request_id.encode())
-    return hkdf.derive(dek)
+def derive_response_key(dek: bytes, request_id: str, salt: bytes) -> bytes:
+    if len(salt) != SALT_BYTES:
+        raise InvalidCiphertext()
+    info = b"securechat/v1/response\x00" + request_id.encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(dek)
 
 
 def _nonce(seq: int) -> bytes:
@@ -54,13 +63,19 @@ def make_error_frame(code: ErrorCode, request_id: str) -> bytes:
 
 
 class ResponseSealer:
-    """Worker side: seals chunks in order, then exactly one final frame."""
+    """Worker side: a start frame (``start_frame``), then chunks in order, then exactly one final frame."""
 
-    def __init__(self, response_key: bytes, request_id: str) -> None:
-        self._aead = AESGCM(response_key)
+    def __init__(self, dek: bytes, request_id: str, *, _salt: bytes | None = None) -> None:
+        """``_salt`` exists for known-answer tests; a worker always draws a fresh one."""
+        self._salt = _salt if _salt is not None else os.urandom(SALT_BYTES)
+        self._aead = AESGCM(derive_response_key(dek, request_id, self._salt))
         self._request_id = request_id
         self._seq = 0
         self._finished = False
+
+    @property
+    def start_frame(self) -> bytes:
+        return bytes([START_FRAME]) + self._salt
 
     def _seal(self, plaintext: bytes, final: bool) -> bytes:
         if self._finished or self._seq > _MAX_SEQ:
@@ -78,9 +93,10 @@ class ResponseSealer:
         body = {"metrics": metrics, "error": error.value if error else None}
         return self._seal(json.dumps(body, separators=(",", ":")).encode(), final=True)
 
-    @property
-    def frames_sealed(self) -> int:
-        return self._seq
+
+@dataclass(frozen=True, slots=True)
+class StartEvent:
+    """The worker's start frame: the stream's key is now known. Carries nothing for the reader."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,21 +118,22 @@ class ErrorEvent:
     request_id: str | None = None
 
 
-ResponseEvent = TextEvent | FinalEvent | ErrorEvent
+ResponseEvent = StartEvent | TextEvent | FinalEvent | ErrorEvent
 
 
 class ResponseOpener:
     """Client side: checks order, position, request binding and completeness of every frame."""
 
-    def __init__(self, response_key: bytes, request_id: str) -> None:
-        self._aead = AESGCM(response_key)
+    def __init__(self, dek: bytes, request_id: str) -> None:
+        self._dek = dek
+        self._aead: AESGCM | None = None  # keyed by the start frame
         self._request_id = request_id
         self._next_seq = 0
         self._finished = False
 
     @classmethod
     def for_request(cls, dek: bytes, request_id: str) -> ResponseOpener:
-        return cls(derive_response_key(dek, request_id), request_id)
+        return cls(dek, request_id)
 
     @property
     def finished(self) -> bool:
@@ -128,7 +145,10 @@ class ResponseOpener:
         if frame[0] == ERROR_FRAME:
             self._finished = True
             return _parse_error_frame(frame)
-        if frame[0] != DATA_FRAME or len(frame) < _DATA_PREFIX.size + 16:
+        if frame[0] == START_FRAME and self._aead is None:
+            self._aead = AESGCM(derive_response_key(self._dek, self._request_id, frame[1:]))
+            return StartEvent()
+        if frame[0] != DATA_FRAME or self._aead is None or len(frame) < _DATA_PREFIX.size + 16:
             raise InvalidCiphertext()
         _, flags, seq = _DATA_PREFIX.unpack_from(frame)
         if seq != self._next_seq or flags & ~FLAG_FINAL:

@@ -22,7 +22,7 @@ from securechat.keys import RecipientKey, WorkerKeys
 from securechat.logs import get_logger, log_event
 from securechat.request_body import InvalidRequestBody, RequestBody
 from securechat.state import StateMachine, WorkerState
-from securechat.stream import ResponseSealer, derive_response_key, make_error_frame
+from securechat.stream import ResponseSealer, make_error_frame
 
 logger = get_logger("worker")
 
@@ -173,7 +173,8 @@ class EnclaveWorker:
             self._observer.request_failed(ErrorCode.INVALID_ENVELOPE)
             yield make_error_frame(ErrorCode.INVALID_ENVELOPE, request_id)
             return
-        sealer = ResponseSealer(derive_response_key(opened.dek, request_id), request_id)
+        sealer = ResponseSealer(opened.dek, request_id)  # a fresh salt: this run's key is never reused
+        yield sealer.start_frame
         try:
             body = RequestBody.from_bytes(
                 opened.body, min(self._max_new_tokens, max_new_tokens or self._max_new_tokens)

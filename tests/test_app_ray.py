@@ -103,9 +103,10 @@ def test_prototype_curl_request_returns_well_formed_frames(ray_app: LocalApp) ->
     response = httpx.post(f"{ray_app.base_url}/infer", json=PROTOTYPE_REQUEST, timeout=60)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/octet-stream"
-    frames = decode_frames(response.content)
-    assert all(frame[0] == 0x01 for frame in frames)
-    assert [frame[1] & 1 for frame in frames] == [0] * (len(frames) - 1) + [1]  # exactly the last is final
+    start, *data = decode_frames(response.content)
+    assert start[0] == 0x03 and len(start) == 33  # the worker's run salt
+    assert all(frame[0] == 0x01 for frame in data)
+    assert [frame[1] & 1 for frame in data] == [0] * (len(data) - 1) + [1]  # exactly the last is final
 
 
 @pytest.mark.parametrize(
@@ -177,7 +178,7 @@ def test_replica_killed_mid_stream_gives_a_typed_error_frame(ray_app: LocalApp) 
     sealed = seal_for(directory(ray_app, FAULT_REGION), "x", FAULT_REGION, SamplingParams())
     received, after_kill_s, _ = _stream_and_kill(ray_app, sealed, "mid_stream")
     frames = decode_frames(received)
-    assert frames[0][0] == 0x01
+    assert frames[0][0] == 0x03 and frames[1][0] == 0x01  # start frame, then at least one chunk
     assert frames[-1][0] == 0x02 and json.loads(frames[-1][1:])["code"] == "worker_lost"
     assert after_kill_s < 1.5  # the client learns promptly, not after a timeout
     ray_app.wait_ready(FAULT_REGION, 2)  # Serve replaced the replica

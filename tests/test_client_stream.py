@@ -50,13 +50,14 @@ def test_untouched_frames_pass(service: LocalService, trust: TrustFiles) -> None
 @pytest.mark.parametrize(
     ("mutate", "num_good_pieces"),
     [
-        (lambda f: _join([f[0], _flip_last_byte(f[1]), *f[2:]]), 1),  # tampered ciphertext
-        (lambda f: _join([f[0][:2] + bytes([1]) + f[0][3:], *f[1:]]), 0),  # final flag set on the first frame
-        (lambda f: _join([f[1], f[0], *f[2:]]), 0),  # reordered
-        (lambda f: _join([f[0], f[0], *f[1:]]), 1),  # replayed frame
+        # f[0] is the worker's start frame (its run salt), then the three chunks, then the final frame.
+        (lambda f: _join([f[0], f[1], _flip_last_byte(f[2]), *f[3:]]), 1),  # tampered ciphertext
+        (lambda f: _join([f[0], f[1][:2] + bytes([1]) + f[1][3:], *f[2:]]), 0),  # final flag on the first chunk
+        (lambda f: _join([f[0], f[2], f[1], *f[3:]]), 0),  # reordered
+        (lambda f: _join([f[0], f[1], f[1], *f[2:]]), 1),  # replayed frame
         (lambda f: _join(f[:-1]), 3),  # final frame dropped: truncated at a frame boundary
         (lambda f: _join(f)[:-7], 3),  # cut inside the final frame
-        (lambda f: _join(f[:2]), 2),  # cut after two chunks
+        (lambda f: _join(f[:3]), 2),  # cut after two chunks
         (lambda f: _join([*f, f[-1]]), 3),  # a frame after the final one
     ],
     ids=["tampered", "flag", "reordered", "replayed", "no-final", "cut-in-frame", "cut-early", "after-final"],
@@ -85,6 +86,6 @@ def test_a_frame_spliced_from_another_request_raises(service: LocalService, trus
 
 
 def test_an_error_frame_ends_the_stream_with_its_code(service: LocalService, trust: TrustFiles) -> None:
-    pieces, error = _read(service, trust, lambda f: _join([f[0], make_error_frame(ErrorCode.WORKER_LOST, "x")]))
+    pieces, error = _read(service, trust, lambda f: _join([f[0], f[1], make_error_frame(ErrorCode.WORKER_LOST, "x")]))
     assert isinstance(error, ResponseFailed) and error.code == "worker_lost"
     assert pieces == ["one "]

@@ -10,7 +10,7 @@ from securechat.envelope import SealedRequest, seal_request
 from securechat.framing import decode_frames
 from securechat.keys import RecipientKey, WorkerKeys
 from securechat.request_body import RequestBody
-from securechat.stream import ErrorEvent, FinalEvent, ResponseOpener, TextEvent
+from securechat.stream import ErrorEvent, FinalEvent, ResponseOpener, StartEvent, TextEvent
 from securechat.worker import EnclaveWorker
 from tests.fakes import FakePool, ScriptedEngine
 
@@ -43,7 +43,8 @@ def run(dispatcher: InferenceDispatcher, sealed: SealedRequest) -> list[object]:
         return b"".join([chunk async for chunk in stream])
 
     opener = ResponseOpener.for_request(sealed.dek, sealed.request_id)
-    return [opener.open(frame) for frame in decode_frames(asyncio.run(go()))]
+    events = [opener.open(frame) for frame in decode_frames(asyncio.run(go()))]
+    return [e for e in events if not isinstance(e, StartEvent)]
 
 
 def keys_of(*sets: WorkerKeys) -> list[RecipientKey]:
@@ -85,8 +86,8 @@ def test_replica_lost_before_first_frame_is_retried(key_sets: list[WorkerKeys]) 
 
 def test_replica_lost_mid_stream_gives_a_typed_error_frame(key_sets: list[WorkerKeys]) -> None:
     pool = make_pool(key_sets)
-    pool.die_after_frames["replica-0"] = 1
-    pool.die_after_frames["replica-1"] = 1
+    pool.die_after_frames["replica-0"] = 2  # after the start frame and one chunk
+    pool.die_after_frames["replica-1"] = 2
     dispatcher = InferenceDispatcher({REGION: pool})
     events = run(dispatcher, seal(keys_of(*key_sets[:2])))
     assert events == [TextEvent("Hello"), ErrorEvent("worker_lost", "req-1")]
@@ -161,3 +162,13 @@ def test_choose_timeout_is_overloaded(key_sets: list[WorkerKeys]) -> None:
 
     dispatcher = InferenceDispatcher({REGION: NeverFree([])}, DispatchSettings(choose_timeout_s=0.05))
     assert run(dispatcher, seal(keys_of(key_sets[0]))) == [ErrorEvent("overloaded", "req-1")]
+
+
+def test_replica_lost_right_after_its_start_frame_is_still_retried(key_sets: list[WorkerKeys]) -> None:
+    """The start frame carries no answer: the dispatcher holds it back, so losing the replica then is a retry."""
+    pool = make_pool(key_sets)
+    pool.die_after_frames["replica-0"] = 1
+    dispatcher = InferenceDispatcher({REGION: pool})
+    events = run(dispatcher, seal(keys_of(*key_sets[:2])))
+    assert events[0] == TextEvent("Hello") and isinstance(events[-1], FinalEvent)
+    assert events[-1].metrics["worker_id"] == "w1" and pool.dispatched_to == ["replica-0", "replica-1"]

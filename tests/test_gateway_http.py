@@ -78,9 +78,9 @@ def test_plain_prompt_returns_well_formed_frames(stack: Any) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/octet-stream"
     frames = decode_frames(response.content)
-    assert len(frames) == 4 and all(f[0] == 0x01 for f in frames)
+    assert len(frames) == 5 and frames[0][0] == 0x03 and all(f[0] == 0x01 for f in frames[1:])
     assert b"Hello" not in response.content
-    assert recorder.calls == [(200, 4, len(response.content))]
+    assert recorder.calls == [(200, 5, len(response.content))]
 
 
 def test_client_sealed_request_decrypts_to_the_output(stack: Any) -> None:
@@ -229,7 +229,7 @@ def test_workers_endpoint_lists_state_without_secrets(stack: Any, key_sets: list
 
 def test_mid_stream_loss_reaches_the_client_as_an_error_frame(stack: Any) -> None:
     client, pool, _ = stack
-    pool.die_after_frames = {"replica-0": 1, "replica-1": 1}
+    pool.die_after_frames = {"replica-0": 2, "replica-1": 2}  # after the start frame and one chunk
     response = call(client, "POST", "/infer", json=PLAIN)
     assert response.status_code == 200
     frames = decode_frames(response.content)

@@ -135,8 +135,8 @@ def test_only_loopback_host_headers_are_served(proxy_url: str) -> None:
 
 
 def test_a_tampered_answer_is_an_error_never_text(service: LocalService, trust: TrustFiles) -> None:
-    def flip_second_frame(frames: list[bytes]) -> bytes:
-        frames[1] = frames[1][:-1] + bytes([frames[1][-1] ^ 1])
+    def flip_second_frame(frames: list[bytes]) -> bytes:  # frames[0] is the start frame, [1] the first chunk
+        frames[2] = frames[2][:-1] + bytes([frames[2][-1] ^ 1])
         return b"".join(encode_frame(frame) for frame in frames)
 
     def factory() -> SecureChatClient:

@@ -9,8 +9,8 @@ from securechat.stream import (
     FinalEvent,
     ResponseOpener,
     ResponseSealer,
+    StartEvent,
     TextEvent,
-    derive_response_key,
     make_error_frame,
 )
 from tests.test_envelope import VECTORS
@@ -19,8 +19,12 @@ DEK = os.urandom(32)
 
 
 def frames_for(request_id: str, chunks: list[str], dek: bytes = DEK) -> list[bytes]:
-    sealer = ResponseSealer(derive_response_key(dek, request_id), request_id)
-    return [*(sealer.seal_chunk(c) for c in chunks), sealer.seal_final({"output_tokens": len(chunks)})]
+    sealer = ResponseSealer(dek, request_id)
+    return [
+        sealer.start_frame,
+        *(sealer.seal_chunk(c) for c in chunks),
+        sealer.seal_final({"output_tokens": len(chunks)}),
+    ]
 
 
 def read_all(frames: list[bytes], request_id: str = "r1", dek: bytes = DEK) -> list[object]:
@@ -32,7 +36,13 @@ def read_all(frames: list[bytes], request_id: str = "r1", dek: bytes = DEK) -> l
 
 def test_round_trip() -> None:
     events = read_all(frames_for("r1", ["a", "ß✓", ""]))
-    assert events == [TextEvent("a"), TextEvent("ß✓"), TextEvent(""), FinalEvent({"output_tokens": 3}, None)]
+    assert events == [
+        StartEvent(),
+        TextEvent("a"),
+        TextEvent("ß✓"),
+        TextEvent(""),
+        FinalEvent({"output_tokens": 3}, None),
+    ]
 
 
 def test_truncated_stream_is_detected() -> None:
@@ -41,42 +51,61 @@ def test_truncated_stream_is_detected() -> None:
 
 
 def test_reordered_frames_are_refused() -> None:
-    frames = frames_for("r1", ["a", "b"])
+    start, a, b, final = frames_for("r1", ["a", "b"])
     with pytest.raises(InvalidCiphertext):
-        read_all([frames[1], frames[0], frames[2]])
+        read_all([start, b, a, final])
 
 
 def test_replayed_frame_is_refused() -> None:
-    frames = frames_for("r1", ["a", "b"])
+    start, a, b, final = frames_for("r1", ["a", "b"])
     with pytest.raises(InvalidCiphertext):
-        read_all([frames[0], frames[0], *frames[1:]])
+        read_all([start, a, a, b, final])
 
 
 def test_frames_from_another_request_are_refused() -> None:
     other = frames_for("r2", ["x"])
     mine = frames_for("r1", ["a"])
     with pytest.raises(InvalidCiphertext):
-        read_all([other[0], mine[1]])
+        read_all([mine[0], other[1], mine[2]])
     # Same DEK but another request id: the derived key and AAD differ.
     with pytest.raises(InvalidCiphertext):
         read_all(frames_for("r2", ["a"]), request_id="r1")
 
 
-def test_final_flag_cannot_be_forged() -> None:
-    frames = frames_for("r1", ["a", "b"])
-    forged = frames[1][:1] + b"\x01" + frames[1][2:]  # set final on a chunk frame
+def test_each_run_of_an_envelope_has_its_own_key() -> None:
+    """A host replaying an envelope gets a new salt, so no (key, nonce) pair is ever used twice and frames of
+    one run cannot be spliced into another."""
+    first, second = frames_for("r1", ["same text"]), frames_for("r1", ["same text"])
+    assert first[0] != second[0] and first[1] != second[1]
     with pytest.raises(InvalidCiphertext):
-        read_all([frames[0], forged])
+        read_all([first[0], second[1], second[2]])
+
+
+def test_data_before_the_start_frame_and_a_second_start_are_refused() -> None:
+    start, a, final = frames_for("r1", ["a"])
+    with pytest.raises(InvalidCiphertext):
+        read_all([a, final])
+    with pytest.raises(InvalidCiphertext):
+        read_all([start, start, a, final])
+    with pytest.raises(InvalidCiphertext):  # a substituted salt only yields a key nothing verifies under
+        read_all([bytes([0x03]) + b"\0" * 32, a, final])
+
+
+def test_final_flag_cannot_be_forged() -> None:
+    start, a, _, _ = frames_for("r1", ["a", "b"])
+    forged = a[:1] + b"\x01" + a[2:]  # set final on a chunk frame
+    with pytest.raises(InvalidCiphertext):
+        read_all([start, forged])
 
 
 def test_frames_after_final_are_refused() -> None:
     frames = frames_for("r1", ["a"])
     with pytest.raises(InvalidCiphertext):
-        read_all([*frames, frames[0]])
+        read_all([*frames, frames[1]])
 
 
 def test_error_frame_ends_the_stream_with_a_known_code() -> None:
-    frames = [*frames_for("r1", ["a"])[:1], make_error_frame(ErrorCode.WORKER_LOST, "r1")]
+    frames = [*frames_for("r1", ["a"])[:2], make_error_frame(ErrorCode.WORKER_LOST, "r1")]
     events = read_all(frames)
     assert events[-1] == ErrorEvent(code="worker_lost", request_id="r1")
 
@@ -88,7 +117,7 @@ def test_unknown_error_codes_are_not_echoed() -> None:
 
 
 def test_sealer_refuses_after_final() -> None:
-    sealer = ResponseSealer(derive_response_key(DEK, "r1"), "r1")
+    sealer = ResponseSealer(DEK, "r1")
     sealer.seal_final({})
     with pytest.raises(RuntimeError):
         sealer.seal_chunk("late")
@@ -98,8 +127,13 @@ def test_sealer_refuses_after_final() -> None:
 def test_known_answer_response_frames(case: dict[str, object]) -> None:
     dek = bytes.fromhex(VECTORS["dek_hex"])
     request_id = VECTORS["header"]["request_id"]
-    sealer = ResponseSealer(derive_response_key(dek, request_id), request_id)
-    ours = [sealer.seal_chunk("Hello"), sealer.seal_chunk(" ✓"), sealer.seal_final({"output_tokens": 2})]
+    sealer = ResponseSealer(dek, request_id, _salt=bytes.fromhex(VECTORS["run_salt_hex"]))
+    ours = [
+        sealer.start_frame,
+        sealer.seal_chunk("Hello"),
+        sealer.seal_chunk(" ✓"),
+        sealer.seal_final({"output_tokens": 2}),
+    ]
     assert [frame.hex() for frame in ours] == case["response_frames_hex"]
     events = read_all(ours, request_id=request_id, dek=dek)
-    assert events[:2] == [TextEvent("Hello"), TextEvent(" ✓")]
+    assert events[:3] == [StartEvent(), TextEvent("Hello"), TextEvent(" ✓")]

@@ -9,7 +9,7 @@ from securechat.errors import ErrorCode
 from securechat.keys import Suite, WorkerKeys
 from securechat.request_body import RequestBody
 from securechat.state import WorkerState
-from securechat.stream import ErrorEvent, FinalEvent, ResponseOpener, TextEvent
+from securechat.stream import ErrorEvent, FinalEvent, ResponseOpener, StartEvent, TextEvent
 from securechat.worker import EnclaveWorker
 from tests.fakes import ScriptedEngine
 
@@ -59,8 +59,13 @@ async def collect(frames: AsyncIterator[bytes]) -> list[bytes]:
 
 
 def read(sealed, frames: list[bytes]) -> list[object]:  # type: ignore[no-untyped-def]
+    """The events after the worker's start frame (asserted to come first whenever the worker held the key)."""
     opener = ResponseOpener.for_request(sealed.dek, sealed.request_id)
-    return [opener.open(frame) for frame in frames]
+    events = [opener.open(frame) for frame in frames]
+    if events and isinstance(events[0], StartEvent):
+        return events[1:]
+    assert all(isinstance(e, ErrorEvent) for e in events)  # only a worker without the key sends no start frame
+    return events
 
 
 @pytest.mark.parametrize("suite", list(Suite))
@@ -163,7 +168,8 @@ def test_consumer_closing_early_cancels_generation(keys: WorkerKeys) -> None:
     async def scenario() -> None:
         await worker.start()
         stream = worker.run(seal(keys).envelope)
-        await anext(stream)
+        await anext(stream)  # the start frame
+        await anext(stream)  # the first chunk: generation is under way
         await stream.aclose()  # type: ignore[attr-defined]
 
     asyncio.run(scenario())
@@ -181,7 +187,7 @@ def test_requests_queue_behind_the_engine_limit(keys: WorkerKeys) -> None:
         return await asyncio.gather(*(collect(worker.run(s.envelope)) for s in sealed))
 
     results = asyncio.run(scenario())
-    assert all(len(frames) == 3 for frames in results)
+    assert all(len(frames) == 4 for frames in results)  # start, two chunks, final
     assert ("STREAMING", "BUSY") not in observer.transitions  # one at a time: no overlap
     assert worker.state is WorkerState.READY
 

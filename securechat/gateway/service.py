@@ -194,8 +194,9 @@ class GatewayService:
                     num_bytes += len(chunk)
                     yield chunk
         finally:
-            # The token count is inside the sealed final frame; every data frame but the last carries >= 1 token.
-            accepted.lease.charge_output(max(0, frames - 1))
+            # The token count is inside the sealed final frame; every data frame between the start frame and the
+            # final one carries >= 1 token.
+            accepted.lease.charge_output(max(0, frames - 2))
             self._finish(accepted, frames, num_bytes)
 
     async def event_stream(self, accepted: AcceptedStream) -> AsyncIterator[bytes]:

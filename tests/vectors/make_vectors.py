@@ -17,11 +17,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 
 from securechat.envelope import seal_request
 from securechat.keys import Suite, WorkerKeys
-from securechat.stream import ResponseSealer, derive_response_key
+from securechat.stream import ResponseSealer
 
 OUT = Path(__file__).with_name("securechat_v1.json")
 DEK = bytes(range(32))
 NONCE = bytes(range(100, 112))
+RUN_SALT = bytes(range(200, 232))  # the worker's per-run response salt, injected
 X25519_PRIVATE = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")  # RFC 7748 §6.1
 BODY = '{"messages":[{"role":"user","content":"known answer ✓"}],"max_new_tokens":8}'.encode()
 HEADER = {"request_id": "kat-request-0001", "tenant_id": "tenant1", "mode": "plain", "region": "us-west-1"}
@@ -42,8 +43,9 @@ def main() -> None:
     for suite in Suite:
         sealed = seal_request(BODY, **HEADER, recipients=keys.public_keys, suite=suite, _dek=DEK, _nonce=NONCE)
         env = sealed.envelope
-        sealer = ResponseSealer(derive_response_key(DEK, HEADER["request_id"]), HEADER["request_id"])
+        sealer = ResponseSealer(DEK, HEADER["request_id"], _salt=RUN_SALT)
         frames = [
+            sealer.start_frame,
             sealer.seal_chunk("Hello"),
             sealer.seal_chunk(" ✓"),
             sealer.seal_final({"output_tokens": 2}),
@@ -63,6 +65,7 @@ def main() -> None:
         "rsa_private_pem": rsa_pem,
         "dek_hex": DEK.hex(),
         "nonce_hex": NONCE.hex(),
+        "run_salt_hex": RUN_SALT.hex(),
         "body": BODY.decode(),
         "header": HEADER,
         "cases": cases,
