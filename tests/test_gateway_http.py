@@ -134,6 +134,12 @@ def test_sse_is_refused_for_client_sealed_envelopes(stack: Any) -> None:
         ({"json": {**PLAIN, "mode": "creative"}}, 422, "invalid_request"),
         ({"json": {k: v for k, v in PLAIN.items() if k != "prompt"}}, 422, "invalid_request"),
         ({"json": {**PLAIN, "unexpected": 1}}, 422, "invalid_request"),
+        ({"json": {**PLAIN, "temperature": 1e-300}}, 422, "invalid_request"),
+        (
+            {"content": json.dumps({**PLAIN, "top_p": float("nan")}), "headers": {"Content-Type": "application/json"}},
+            422,
+            "invalid_request",
+        ),
         ({"json": {**PLAIN, "prompt": "x" * 101}}, 413, "prompt_too_long"),
         (
             {"content": b"x" * (2 << 20), "headers": {"Content-Type": "application/json"}},

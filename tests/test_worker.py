@@ -213,3 +213,18 @@ def test_host_cap_on_new_tokens_wins_over_the_sealed_body(keys: WorkerKeys) -> N
     assert engine.seen[-1].sampling.max_new_tokens == 3
     asyncio.run(collect(worker.run(seal(keys, request_id="req-nocap").envelope)))
     assert engine.seen[-1].sampling.max_new_tokens == 16  # the worker's own limit when the host sets none
+
+
+@pytest.mark.parametrize("temperature", ["NaN", "Infinity", "1e-300", "-1"])
+def test_degenerate_sampling_is_refused_before_the_engine(keys: WorkerKeys, temperature: str) -> None:
+    """A sealed body with NaN or a vanishing temperature would poison a shared batch: refused as invalid."""
+    engine = ScriptedEngine()
+    worker, _ = make_worker(keys, engine)
+    asyncio.run(worker.start())
+    body = f'{{"messages":[{{"role":"user","content":"x"}}],"temperature":{temperature}}}'.encode()
+    sealed = seal_request(
+        body, request_id="req-nan", tenant_id="t1", mode="plain", region="us-west-1", recipients=keys.public_keys
+    )
+    events = read(sealed, asyncio.run(collect(worker.run(sealed.envelope))))
+    assert events == [FinalEvent({"worker_id": "w1"}, "invalid_request")]
+    assert engine.seen == []

@@ -6,6 +6,7 @@ must not log or raise with request content: exception messages name ids, counts 
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,6 +17,9 @@ from typing import Any
 class ChatMessage:
     role: str  # "system" | "user" | "assistant"
     content: str
+
+
+MIN_TEMPERATURE = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +34,11 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
-        if not 0 < self.top_p <= 1:
+        # NaN, infinities and vanishing temperatures turn the softmax into inf/NaN, which would fail the whole
+        # batch a request shares, so they are refused here, before any engine sees them.
+        if not math.isfinite(self.temperature) or not (self.temperature == 0 or self.temperature >= MIN_TEMPERATURE):
+            raise ValueError(f"temperature must be 0 (greedy) or a finite number >= {MIN_TEMPERATURE}")
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
             raise ValueError("top_p must be in (0, 1]")
 
 
