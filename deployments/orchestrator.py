@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from ray.serve.handle import DeploymentHandle
@@ -19,8 +20,9 @@ class OrchestratorDeployment:
         self._dispatcher = InferenceDispatcher(pools, app.dispatch)
 
     async def infer(self, envelope: bytes, max_new_tokens: int | None = None) -> AsyncIterator[bytes]:
-        async for frame in self._dispatcher.dispatch(envelope, max_new_tokens):
-            yield frame
+        async with aclosing(self._dispatcher.dispatch(envelope, max_new_tokens)) as frames:
+            async for frame in frames:
+                yield frame
 
     async def key_directory(self, region: str) -> list[dict[str, Any]]:
         return await self._dispatcher.key_directory(region)

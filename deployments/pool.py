@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
@@ -39,7 +39,9 @@ class RayWorkerPool(WorkerPool):
         except BackPressureError:
             raise Overloaded() from None
 
-    async def dispatch(self, selection: Selection, envelope: bytes, max_new_tokens: int | None) -> AsyncIterator[bytes]:
+    async def dispatch(
+        self, selection: Selection, envelope: bytes, max_new_tokens: int | None
+    ) -> AsyncGenerator[bytes, None]:
         stream = self._run.dispatch(selection.handle, envelope, max_new_tokens)
         assert isinstance(stream, DeploymentResponseGenerator)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,9 @@ class WorkerDeployment:
         return {**await self.describe(), "attestation": self._worker.attest(nonce)}
 
     async def run(self, envelope: bytes, max_new_tokens: int | None = None) -> AsyncIterator[bytes]:
-        async for frame in self._worker.run(Envelope.from_bytes(envelope), max_new_tokens):
-            yield frame
+        async with aclosing(self._worker.run(Envelope.from_bytes(envelope), max_new_tokens)) as frames:
+            async for frame in frames:
+                yield frame
 
     async def check_health(self) -> None:
         self._worker.check_health()

@@ -16,7 +16,8 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,13 @@ from securechat.stream import START_FRAME, make_error_frame
 
 logger = get_logger("dispatcher")
 RECENT_REQUEST_IDS = 100_000
+
+
+@dataclass(slots=True)
+class _Relay:
+    """Whether any frame of the answer has reached the caller (then a lost replica cannot be retried)."""
+
+    sent_any: bool = False
 
 
 class WorkerLost(Exception):
@@ -57,7 +65,9 @@ class WorkerPool(ABC):
         """Reserve a slot on one replica (released on exit unless dispatched). May raise Overloaded."""
 
     @abstractmethod
-    def dispatch(self, selection: Selection, envelope: bytes, max_new_tokens: int | None) -> AsyncIterator[bytes]:
+    def dispatch(
+        self, selection: Selection, envelope: bytes, max_new_tokens: int | None
+    ) -> AsyncGenerator[bytes, None]:
         """Send to exactly the selected replica; yield its frame payloads. Raise WorkerLost if it dies.
 
         ``max_new_tokens`` is the tenant's cap, enforced by the worker whatever the sealed body asks for.
@@ -95,7 +105,7 @@ class InferenceDispatcher:
         pool = self._pools.get(region)
         return [] if pool is None else await pool.attest(nonce)
 
-    async def dispatch(self, envelope_bytes: bytes, max_new_tokens: int | None = None) -> AsyncIterator[bytes]:
+    async def dispatch(self, envelope_bytes: bytes, max_new_tokens: int | None = None) -> AsyncGenerator[bytes, None]:
         """Yield length-prefixed wire frames; failures before any frame are a single error frame."""
         try:
             envelope = Envelope.from_bytes(envelope_bytes)
@@ -123,8 +133,9 @@ class InferenceDispatcher:
             return
         self._in_flight += 1
         try:
-            async for frame in self._dispatch_admitted(pool, envelope, envelope_bytes, max_new_tokens):
-                yield frame
+            async with aclosing(self._dispatch_admitted(pool, envelope, envelope_bytes, max_new_tokens)) as frames:
+                async for frame in frames:
+                    yield frame
         finally:
             self._in_flight -= 1
 
@@ -134,12 +145,12 @@ class InferenceDispatcher:
 
     async def _dispatch_admitted(
         self, pool: WorkerPool, envelope: Envelope, envelope_bytes: bytes, max_new_tokens: int | None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         request_id = envelope.header.request_id
         started = time.perf_counter()
         outcome = ErrorCode.NO_WORKER
         for attempt in range(1, self._settings.max_attempts + 1):
-            sent_any = False
+            relay = _Relay()
             try:
                 async with contextlib.AsyncExitStack() as reserved:
                     selection = await self._choose_for(pool, envelope, reserved)
@@ -154,20 +165,9 @@ class InferenceDispatcher:
                         attempt=attempt,
                         bytes=len(envelope_bytes),
                     )
-                    held: bytes | None = None  # the start frame waits for the frame after it (see below)
-                    async for payload in pool.dispatch(selection, envelope_bytes, max_new_tokens):
-                        if payload[:1] == bytes([START_FRAME]) and not sent_any:
-                            # Hold the worker's start frame until the next frame, so a replica lost right after
-                            # sending it is still retried transparently (the retry brings its own start frame).
-                            held = payload
-                            continue
-                        if held is not None:
-                            yield encode_frame(held)
-                            held = None
-                        sent_any = True
-                        yield encode_frame(payload)
-                    if held is not None:  # a start frame alone: pass it on, the reader sees the truncation
-                        yield encode_frame(held)
+                    async with aclosing(self._relay(pool, selection, envelope_bytes, max_new_tokens, relay)) as frames:
+                        async for frame in frames:
+                            yield frame
                 log_event(
                     logger,
                     "dispatch_done",
@@ -182,9 +182,9 @@ class InferenceDispatcher:
                     level=logging.WARNING,
                     request_id=request_id,
                     attempt=attempt,
-                    frames=int(sent_any),
+                    frames=int(relay.sent_any),
                 )
-                if sent_any:
+                if relay.sent_any:
                     yield encode_frame(make_error_frame(ErrorCode.WORKER_LOST, request_id))
                     return
                 outcome = ErrorCode.NO_WORKER
@@ -193,6 +193,27 @@ class InferenceDispatcher:
                 break
         log_event(logger, "dispatch_failed", level=logging.WARNING, request_id=request_id, error_code=outcome.value)
         yield encode_frame(make_error_frame(outcome, request_id))
+
+    @staticmethod
+    async def _relay(
+        pool: WorkerPool, selection: Selection, envelope_bytes: bytes, max_new_tokens: int | None, relay: _Relay
+    ) -> AsyncGenerator[bytes, None]:
+        """The replica's frames, length-prefixed. Its start frame is held until the next frame: a replica lost
+        right after sending it has sent nothing of the answer, so the request can still be retried elsewhere."""
+        held: bytes | None = None
+        # aclosing: the worker's stream is closed inside the replica's reserved slot, as Serve requires.
+        async with aclosing(pool.dispatch(selection, envelope_bytes, max_new_tokens)) as payloads:
+            async for payload in payloads:
+                if payload[:1] == bytes([START_FRAME]) and not relay.sent_any:
+                    held = payload
+                    continue
+                if held is not None:
+                    yield encode_frame(held)
+                    held = None
+                relay.sent_any = True
+                yield encode_frame(payload)
+        if held is not None:  # a start frame alone: pass it on, the reader sees the truncation
+            yield encode_frame(held)
 
     async def _choose_for(
         self, pool: WorkerPool, envelope: Envelope, keep: contextlib.AsyncExitStack

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -148,7 +148,7 @@ class EnclaveWorker:
         await self._engine.close()
 
     # -- one request -------------------------------------------------------------------------------------
-    async def run(self, envelope: Envelope, max_new_tokens: int | None = None) -> AsyncIterator[bytes]:
+    async def run(self, envelope: Envelope, max_new_tokens: int | None = None) -> AsyncGenerator[bytes, None]:
         """Yield the response's frame payloads (not yet length-prefixed) for one envelope.
 
         ``max_new_tokens`` caps the answer below this worker's own limit (the tenant's policy, set by the host:
@@ -183,11 +183,14 @@ class EnclaveWorker:
             self._observer.request_failed(ErrorCode.INVALID_REQUEST)
             yield sealer.seal_final({"worker_id": self.worker_id}, ErrorCode.INVALID_REQUEST)
             return
-        async with self._slots:
-            async for frame in self._generate(body, request_id, sealer):
+        # aclosing: when the consumer goes away, the engine stops before the slot is released, not after.
+        async with self._slots, aclosing(self._generate(body, request_id, sealer)) as frames:
+            async for frame in frames:
                 yield frame
 
-    async def _generate(self, body: RequestBody, request_id: str, sealer: ResponseSealer) -> AsyncIterator[bytes]:
+    async def _generate(
+        self, body: RequestBody, request_id: str, sealer: ResponseSealer
+    ) -> AsyncGenerator[bytes, None]:
         self._enter()
         streaming = False
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 from securechat.dispatcher import Selection, WorkerLost
@@ -98,7 +98,7 @@ class FakePool:
 
     async def dispatch(
         self, selection: Selection, envelope: bytes, max_new_tokens: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         self.dispatched_to.append(selection.replica_id)
         if selection.replica_id in self.die_before_first_frame:
             raise WorkerLost()

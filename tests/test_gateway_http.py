@@ -301,3 +301,55 @@ def test_orchestrator_loss_is_never_a_silent_truncation(stack: Any, after: int) 
         frames = decode_frames(response.content)
         assert response.status_code == 200 and frames[-1][0] == 0x02
         assert json.loads(frames[-1][1:])["code"] == "upstream_lost"
+
+
+class CorruptingBackend(LocalBackend):
+    """Flips one byte of the third frame on its way through (a broken or malicious hop)."""
+
+    def __init__(self, inner: LocalBackend) -> None:
+        self.__dict__.update(inner.__dict__)
+
+    async def infer(self, envelope: bytes, max_new_tokens: int | None = None) -> Any:  # type: ignore[override]
+        index = 0
+        async for frame in super().infer(envelope, max_new_tokens):
+            index += 1
+            yield frame[:-1] + bytes([frame[-1] ^ 1]) if index == 3 else frame
+
+
+def test_sse_stream_that_fails_verification_ends_with_an_error_event(stack: Any) -> None:
+    client, _, _ = stack
+    service = client._transport.app.state.service
+    service.backend = CorruptingBackend(service.backend)
+    response = call(client, "POST", "/infer", json=PLAIN, headers={"Accept": "text/event-stream"})
+    events = [block.split("\n")[0] for block in response.text.strip().split("\n\n")]
+    assert events == ["event: token", "event: error"]  # one verified token, then an explicit failure
+
+
+def test_a_response_that_never_starts_still_releases_its_lease(stack: Any) -> None:
+    """The client leaves before the first byte: the body generator never runs, the response still finishes."""
+    from starlette.requests import ClientDisconnect
+
+    from securechat.gateway.app import FinishingStreamingResponse
+    from securechat.gateway.schemas import InferRequest
+
+    client, _, _ = stack
+    service = client._transport.app.state.service
+
+    async def scenario() -> int:
+        accepted = await service.accept(InferRequest.model_validate(PLAIN), want_plaintext=False)
+        response = FinishingStreamingResponse(service.framed_body(accepted), lambda: service.finish(accepted))
+
+        async def send(message: Any) -> None:
+            raise OSError("client went away")
+
+        async def receive() -> Any:
+            return {"type": "http.disconnect"}
+
+        with pytest.raises((OSError, ClientDisconnect, ExceptionGroup)):  # starlette reports it as a disconnect
+            await response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send)
+        assert accepted.closed
+        open_after_response = int(service.tenancy.limiter.open_streams("tenant1"))
+        await service.finish(accepted)  # idempotent
+        return open_after_response
+
+    assert asyncio.run(scenario()) == 0

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
+from starlette.types import Receive, Scope, Send
 
 from securechat.errors import ErrorCode
 from securechat.gateway.http_errors import STATUS, HTTPError, error_response
@@ -27,9 +29,24 @@ def _service(request: Request) -> GatewayService:
     return service
 
 
-def _validation_fields(error: ValidationError) -> list[dict[str, Any]]:
+def _validation_fields(error: ValidationError | RequestValidationError) -> list[dict[str, Any]]:
     # Never echo "input" or "ctx": they can hold the prompt.
     return [{"loc": list(item["loc"]), "type": item["type"], "msg": item["msg"]} for item in error.errors()]
+
+
+class FinishingStreamingResponse(StreamingResponse):
+    """A streaming response that always runs ``on_finish`` (idempotent), even if the body never started: a
+    client that left before the first byte must not keep its tenant's stream lease or the upstream open."""
+
+    def __init__(self, content: AsyncIterator[bytes], on_finish: Callable[[], Awaitable[None]], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._on_finish = on_finish
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._on_finish()
 
 
 def create_app() -> FastAPI:
@@ -38,8 +55,7 @@ def create_app() -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         # FastAPI's default body echoes the offending input; ours names the field only.
-        fields = [{"loc": list(e["loc"]), "type": e["type"], "msg": e["msg"]} for e in error.errors()]
-        return await _on_http_error(request, HTTPError(ErrorCode.INVALID_REQUEST, fields=fields))
+        return await _on_http_error(request, HTTPError(ErrorCode.INVALID_REQUEST, fields=_validation_fields(error)))
 
     @app.exception_handler(HTTPError)
     async def _on_http_error(request: Request, error: HTTPError) -> JSONResponse:
@@ -80,8 +96,10 @@ def create_app() -> FastAPI:
         accepted = await service.accept(body, want_plaintext=want_sse)
         headers = {"X-Request-Id": accepted.request_id, "Cache-Control": "no-store"}
         if want_sse:
-            return StreamingResponse(service.event_stream(accepted), media_type=SSE_MEDIA_TYPE, headers=headers)
-        return StreamingResponse(service.framed_body(accepted), media_type=FRAMES_MEDIA_TYPE, headers=headers)
+            stream, media = service.event_stream(accepted), SSE_MEDIA_TYPE
+        else:
+            stream, media = service.framed_body(accepted), FRAMES_MEDIA_TYPE
+        return FinishingStreamingResponse(stream, lambda: service.finish(accepted), media_type=media, headers=headers)
 
     @app.get("/v1/workers")
     async def workers(request: Request) -> dict[str, Any]:

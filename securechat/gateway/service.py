@@ -20,7 +20,7 @@ from securechat.config import AppSettings
 from securechat.dispatcher import new_request_id
 from securechat.engine.base import SamplingParams
 from securechat.envelope import Envelope, SealedRequest, seal_request
-from securechat.errors import ErrorCode
+from securechat.errors import ErrorCode, InvalidCiphertext, InvalidFrame
 from securechat.framing import LENGTH_PREFIX, FrameDecoder, encode_frame
 from securechat.gateway.backend import OrchestratorBackend
 from securechat.gateway.http_errors import HTTPError
@@ -55,6 +55,10 @@ class AcceptedStream:
     opener: ResponseOpener | None  # set when the gateway sealed the request and can decrypt (SSE)
     started: float
     lease: StreamLease
+    frames: int = 0
+    num_bytes: int = 0
+    output_tokens: int | None = None  # known only when the gateway could read the final frame (SSE)
+    closed: bool = False
 
 
 class GatewayService:
@@ -175,7 +179,11 @@ class GatewayService:
             raise HTTPError(ErrorCode.INTERNAL) from None
         except Exception as exc:  # the orchestrator died or is restarting: nothing was streamed, retry later
             log_event(logger, "upstream_failed", level=logging.WARNING, reason=type(exc).__name__)
+            await _close(stream)
             raise HTTPError(ErrorCode.UPSTREAM_LOST) from None
+        except BaseException:  # cancelled (the client left): close the upstream now, not at garbage collection
+            await _close(stream)
+            raise
         payload = first[LENGTH_PREFIX.size :]
         if payload[:1] == bytes([ERROR_FRAME]):
             await _close(stream)
@@ -186,56 +194,65 @@ class GatewayService:
 
     async def framed_body(self, accepted: AcceptedStream) -> AsyncIterator[bytes]:
         """The octet-stream body: wire frames exactly as the worker sealed them."""
-        frames, num_bytes = 0, 0
         try:
             async with aclosing(_prepend(accepted.first_frame, accepted.rest, accepted.request_id)) as chunks:
                 async for chunk in chunks:
-                    frames += 1
-                    num_bytes += len(chunk)
+                    accepted.frames += 1
+                    accepted.num_bytes += len(chunk)
                     yield chunk
         finally:
-            # The token count is inside the sealed final frame; every data frame between the start frame and the
-            # final one carries >= 1 token.
-            accepted.lease.charge_output(max(0, frames - 2))
-            self._finish(accepted, frames, num_bytes)
+            await self.finish(accepted)
 
     async def event_stream(self, accepted: AcceptedStream) -> AsyncIterator[bytes]:
         """Server-sent events with decrypted text: only for prompts the gateway sealed (trusts the TLS edge)."""
-        assert accepted.opener is not None
-        decoder, frames, num_bytes = FrameDecoder(), 0, 0
+        opener = accepted.opener
+        assert opener is not None
+        decoder = FrameDecoder()
         try:
             async with aclosing(_prepend(accepted.first_frame, accepted.rest, accepted.request_id)) as chunks:
                 async for chunk in chunks:
-                    num_bytes += len(chunk)
+                    accepted.num_bytes += len(chunk)
                     for frame in decoder.feed(chunk):
-                        frames += 1
-                        event = accepted.opener.open(frame)
+                        accepted.frames += 1
+                        event = opener.open(frame)
                         if isinstance(event, TextEvent):
                             yield _sse("token", {"text": event.text})
                         elif isinstance(event, FinalEvent):
-                            accepted.lease.charge_output(
-                                int(event.metrics.get("output_tokens", 0)), event.metrics.get("input_tokens")
-                            )
+                            accepted.output_tokens = int(event.metrics.get("output_tokens", 0))
                             name = "error" if event.error else "done"
                             yield _sse(name, {"error": event.error, "metrics": event.metrics})
                         elif isinstance(event, ErrorEvent):
                             yield _sse("error", {"error": event.code})
-            if not accepted.opener.finished:
+            decoder.close()
+            opener.finish()
+        except (InvalidCiphertext, InvalidFrame):  # never a silent end: the client is told the stream failed
+            if not opener.finished:
+                log_event(logger, "stream_unverifiable", level=logging.WARNING, request_id=accepted.request_id)
                 yield _sse("error", {"error": ErrorCode.WORKER_LOST.value})
         finally:
-            self._finish(accepted, frames, num_bytes)
+            await self.finish(accepted)
 
-    def _finish(self, accepted: AcceptedStream, frames: int, num_bytes: int) -> None:
+    async def finish(self, accepted: AcceptedStream) -> None:
+        """Release the tenant's lease, close the upstream and record the request: exactly once, whether the body
+        ran to its end, broke, or never started (the response calls this too)."""
+        if accepted.closed:
+            return
+        accepted.closed = True
+        # Octet-stream: the token count is sealed inside the final frame; every data frame between the start
+        # frame and the final one carries at least one token, so charge that lower bound.
+        tokens = accepted.output_tokens if accepted.output_tokens is not None else max(0, accepted.frames - 2)
+        accepted.lease.charge_output(tokens)
         accepted.lease.release()
+        await _close(accepted.rest)
         e2e_ms = (time.perf_counter() - accepted.started) * 1000
-        self.observer.request_finished(200, e2e_ms, frames, num_bytes)
+        self.observer.request_finished(200, e2e_ms, accepted.frames, accepted.num_bytes)
         log_event(
             logger,
             "request_streamed",
             request_id=accepted.request_id,
             e2e_ms=round(e2e_ms, 1),
-            frames=frames,
-            bytes=num_bytes,
+            frames=accepted.frames,
+            bytes=accepted.num_bytes,
         )
 
     def record_refusal(self, status_code: int, started: float) -> None:
