@@ -114,10 +114,6 @@ class Envelope:
             raise ValueError("envelope keys do not match its header")
         object.__setattr__(self, "header", header)
 
-    @property
-    def size_bytes(self) -> int:
-        return len(self.header_bytes) + len(self.ciphertext) + sum(map(len, self.wrapped_keys.values()))
-
     def to_dict(self) -> dict[str, Any]:
         b64 = _b64encode
         return {

@@ -159,6 +159,10 @@ class EnclaveWorker:
             self._observer.request_failed(ErrorCode.NO_WORKER)
             yield make_error_frame(ErrorCode.NO_WORKER, request_id)
             return
+        if envelope.header.region != self.region:  # a request only ever runs in the region its sender chose
+            self._observer.request_failed(ErrorCode.INVALID_ENVELOPE)
+            yield make_error_frame(ErrorCode.INVALID_ENVELOPE, request_id)
+            return
         try:
             opened = open_request(envelope, self._keys)
         except InvalidCiphertext:

@@ -228,3 +228,22 @@ def test_degenerate_sampling_is_refused_before_the_engine(keys: WorkerKeys, temp
     events = read(sealed, asyncio.run(collect(worker.run(sealed.envelope))))
     assert events == [FinalEvent({"worker_id": "w1"}, "invalid_request")]
     assert engine.seen == []
+
+
+def test_an_envelope_for_another_region_is_refused_unopened(keys: WorkerKeys) -> None:
+    engine = ScriptedEngine()
+    worker, _ = make_worker(keys, engine)
+    asyncio.run(worker.start())
+    body = RequestBody.from_prompt("x").to_bytes()
+    sealed = seal_request(
+        body, request_id="req-eu", tenant_id="t1", mode="plain", region="eu-west-1", recipients=keys.public_keys
+    )
+    events = read(sealed, asyncio.run(collect(worker.run(sealed.envelope))))
+    assert events == [ErrorEvent(code="invalid_envelope", request_id="req-eu")] and engine.seen == []
+
+
+def test_plaintext_stays_out_of_reprs() -> None:
+    from securechat.engine.base import ChatMessage, TextChunk
+
+    assert "secret" not in repr(RequestBody.from_prompt("secret prompt"))
+    assert "secret" not in repr(ChatMessage("user", "secret")) and "secret" not in repr(TextChunk("secret", 1))

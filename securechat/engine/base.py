@@ -16,7 +16,7 @@ from typing import Any
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: str  # "system" | "user" | "assistant"
-    content: str
+    content: str = field(repr=False)  # plaintext: never in a repr, a traceback's locals or a test report
 
 
 MIN_TEMPERATURE = 0.01
@@ -76,7 +76,7 @@ class GenerationStats:
 class TextChunk:
     """Newly decoded text. The last chunk of a request has ``stats`` set (its text may be empty)."""
 
-    text: str
+    text: str = field(repr=False)
     num_tokens: int
     stats: GenerationStats | None = None
 

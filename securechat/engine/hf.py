@@ -42,6 +42,7 @@ from securechat.engine.base import (
     TextChunk,
 )
 from securechat.engine.chat_template import chat_prompt_ids
+from securechat.engine.device import resolve_device
 from securechat.logs import get_logger, log_event
 from securechat.tiny_model import resolve_model_path
 
@@ -92,12 +93,6 @@ class HFEngineConfig:
             raise ValueError("max_input_tokens must be >= 1")
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def check_requirements(config: HFEngineConfig, device: torch.device) -> None:

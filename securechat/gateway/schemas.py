@@ -33,12 +33,3 @@ class InferRequest(BaseModel):
         if 0 < self.temperature < MIN_TEMPERATURE:
             raise ValueError(f"temperature must be 0 (greedy) or >= {MIN_TEMPERATURE}")
         return self
-
-
-class ErrorBody(BaseModel):
-    """Every error answer: a content-free code, a fixed human sentence and, for 422, where the input was bad."""
-
-    error: str
-    message: str
-    request_id: str | None = None
-    fields: list[dict[str, Any]] | None = None

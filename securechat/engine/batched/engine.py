@@ -29,9 +29,10 @@ from securechat.engine.batched.config import BatchedEngineConfig
 from securechat.engine.batched.core import EngineCore, load_core
 from securechat.engine.batched.detokenizer import IncrementalDetokenizer
 from securechat.engine.batched.engine_thread import EngineDead, EngineThread, Failed, Stream
-from securechat.engine.batched.runner import device_problem, resolve_device
+from securechat.engine.batched.runner import device_problem
 from securechat.engine.batched.sequence import Sequence
 from securechat.engine.chat_template import chat_prompt_ids
+from securechat.engine.device import resolve_device
 from securechat.logs import get_logger, log_event
 from securechat.tiny_model import resolve_model_path
 

@@ -28,12 +28,6 @@ from securechat.engine.batched.sequence import Sequence
 TORCH_DTYPES: Final[dict[str, torch.dtype]] = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def device_problem(dtype: str, device: torch.device) -> str | None:
     """Why this dtype/device cannot run here (a content-free message saying what to change), or None."""
     if device.type == "cuda" and not torch.cuda.is_available():
