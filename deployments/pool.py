@@ -62,13 +62,13 @@ class RayWorkerPool(WorkerPool):
             return []
         return sorted((r for r in results if isinstance(r, dict)), key=lambda r: r["worker_id"])
 
-    async def describe(self) -> list[dict[str, Any]]:
+    async def describe(self, *, allow_stale: bool = True) -> list[dict[str, Any]]:
         try:
             results = await self._handle.broadcast("describe").results_async(
                 timeout_s=DESCRIBE_TIMEOUT_S, return_exceptions=True
             )
         except TimeoutError:
-            return self._last_described
+            return self._last_described if allow_stale else []
         except DeploymentUnavailableError:
             results = []
         self._last_described = sorted((r for r in results if isinstance(r, dict)), key=lambda r: r["worker_id"])

@@ -74,8 +74,9 @@ class WorkerPool(ABC):
         """
 
     @abstractmethod
-    async def describe(self) -> list[dict[str, Any]]:
-        """Public identity and state of every live replica (no secrets)."""
+    async def describe(self, *, allow_stale: bool = True) -> list[dict[str, Any]]:
+        """Public identity and state of every live replica (no secrets). ``allow_stale``: when some replica
+        cannot answer in time, return the last complete answer instead of nothing."""
 
     @abstractmethod
     async def attest(self, nonce: str) -> list[dict[str, Any]]:
@@ -241,7 +242,10 @@ class InferenceDispatcher:
 
     @staticmethod
     async def _region_holds_keys(pool: WorkerPool, wanted: frozenset[str]) -> bool:
-        live = {key["key_id"] for worker in await pool.describe() for key in worker.get("keys", [])}
+        # Fail closed: a stale list could name keys of replicas that are gone, and then the caller would wait
+        # for them until choose_timeout_s instead of being told to refetch keys.
+        described = await pool.describe(allow_stale=False)
+        live = {key["key_id"] for worker in described for key in worker.get("keys", [])}
         return bool(live & wanted)
 
     def _admit_request_id(self, request_id: str) -> bool:

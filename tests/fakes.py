@@ -111,7 +111,7 @@ class FakePool:
             count += 1
             yield frame
 
-    async def describe(self) -> list[dict[str, Any]]:
+    async def describe(self, *, allow_stale: bool = True) -> list[dict[str, Any]]:
         return [{**w.identity.to_dict(), "state": w.state.value} for w in self.workers.values()]
 
     async def attest(self, nonce: str) -> list[dict[str, Any]]:

@@ -269,3 +269,14 @@ def test_cuda_device_without_cuda_fails_clearly() -> None:
 def test_config_validation(overrides: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         _config(**overrides)
+
+
+def test_cuda_faults_kill_the_engine_but_other_failures_do_not() -> None:
+    import torch
+
+    from securechat.engine.hf import _device_broken
+
+    assert _device_broken(RuntimeError("CUDA error: device-side assert triggered"))
+    assert _device_broken(torch.AcceleratorError("illegal memory access"))
+    assert not _device_broken(torch.OutOfMemoryError("CUDA out of memory"))
+    assert not _device_broken(ValueError("bad input"))

@@ -129,6 +129,15 @@ class _Piece:
 @dataclass(frozen=True, slots=True)
 class _Failed:
     error_type: str  # exception type name only: messages may quote content
+    device_broken: bool  # a CUDA/accelerator fault: the context is unusable, the worker must be replaced
+
+
+def _device_broken(exc: BaseException) -> bool:
+    """CUDA errors poison the process's context (an OOM does not): later requests would fail or misbehave."""
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    if accelerator_error is not None and isinstance(exc, accelerator_error):
+        return True
+    return isinstance(exc, RuntimeError) and not isinstance(exc, torch.OutOfMemoryError) and "CUDA error" in str(exc)
 
 
 class _Finished:
@@ -299,7 +308,7 @@ class HFEngine(Engine):
                         **generate_kwargs,
                     )
             except BaseException as exc:
-                post(_Failed(type(exc).__name__))
+                post(_Failed(type(exc).__name__, _device_broken(exc)))
             finally:
                 post(_Finished())
 
@@ -313,7 +322,8 @@ class HFEngine(Engine):
                     yield TextChunk(text=item.text, num_tokens=item.num_tokens)
                 elif isinstance(item, _Failed):
                     log_event(logger, "generation_failed", request_id=request.request_id, error_code=item.error_type)
-                    raise EngineError(f"generation_failed: {item.error_type}")
+                    failure = EngineDeadError if item.device_broken else EngineError
+                    raise failure(f"generation_failed: {item.error_type}")
                 else:
                     finished = True
         finally:
