@@ -274,9 +274,9 @@ def test_config_validation(overrides: dict[str, Any]) -> None:
 def test_cuda_faults_kill_the_engine_but_other_failures_do_not() -> None:
     import torch
 
-    from securechat.engine.hf import _device_broken
+    from securechat.engine.hf_thread import device_broken
 
-    assert _device_broken(RuntimeError("CUDA error: device-side assert triggered"))
-    assert _device_broken(torch.AcceleratorError("illegal memory access"))
-    assert not _device_broken(torch.OutOfMemoryError("CUDA out of memory"))
-    assert not _device_broken(ValueError("bad input"))
+    assert device_broken(RuntimeError("CUDA error: device-side assert triggered"))
+    assert device_broken(torch.AcceleratorError("illegal memory access"))
+    assert not device_broken(torch.OutOfMemoryError("CUDA out of memory"))
+    assert not device_broken(ValueError("bad input"))

@@ -16,7 +16,7 @@ import contextlib
 import importlib.util
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -27,9 +27,7 @@ from transformers import (
     BitsAndBytesConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    StoppingCriteria,
     StoppingCriteriaList,
-    TextIteratorStreamer,
 )
 
 from securechat.engine.base import (
@@ -43,6 +41,7 @@ from securechat.engine.base import (
 )
 from securechat.engine.chat_template import chat_prompt_ids
 from securechat.engine.device import resolve_device
+from securechat.engine.hf_thread import Failed, Finished, Item, LoopStreamer, Piece, StopOnEvent, device_broken, seeded
 from securechat.logs import get_logger, log_event
 from securechat.tiny_model import resolve_model_path
 
@@ -117,88 +116,6 @@ def check_requirements(config: HFEngineConfig, device: torch.device) -> None:
             raise EngineDeadError("attn_implementation flash_attention_2 needs CUDA; use sdpa or eager")
         if config.dtype == "fp32":
             raise EngineDeadError("attn_implementation flash_attention_2 needs dtype fp16 or bf16")
-
-
-# Items the generation thread posts to the event loop.
-@dataclass(frozen=True, slots=True)
-class _Piece:
-    text: str
-    num_tokens: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Failed:
-    error_type: str  # exception type name only: messages may quote content
-    device_broken: bool  # a CUDA/accelerator fault: the context is unusable, the worker must be replaced
-
-
-def _device_broken(exc: BaseException) -> bool:
-    """CUDA errors poison the process's context (an OOM does not): later requests would fail or misbehave."""
-    accelerator_error = getattr(torch, "AcceleratorError", None)
-    if accelerator_error is not None and isinstance(exc, accelerator_error):
-        return True
-    return isinstance(exc, RuntimeError) and not isinstance(exc, torch.OutOfMemoryError) and "CUDA error" in str(exc)
-
-
-class _Finished:
-    pass
-
-
-_Item = _Piece | _Failed | _Finished
-
-
-class _LoopStreamer(TextIteratorStreamer):
-    """Decodes like ``TextIteratorStreamer``, but posts each text piece to the loop (no blocking queue).
-
-    Also counts generated token ids (not text pieces) and stamps the first one, for exact stats.
-    """
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, post: Callable[[_Item], None]) -> None:
-        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        self._post = post
-        self.num_output_tokens = 0
-        self.first_token_at: float | None = None  # time.perf_counter()
-        self._num_unsent_tokens = 0  # tokens decoded since the last piece (a piece may span several)
-
-    def put(self, value: torch.Tensor) -> None:
-        # value: [1, S] prompt on the first call (skip_prompt), then [1] or [1, 1] per step
-        if not self.next_tokens_are_prompt:
-            if self.first_token_at is None:
-                self.first_token_at = time.perf_counter()
-            self.num_output_tokens += value.numel()
-            self._num_unsent_tokens += value.numel()
-        super().put(value)
-
-    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        # Tokens that decode to nothing (skipped special tokens) stay counted in num_output_tokens only.
-        if text:
-            self._post(_Piece(text, self._num_unsent_tokens))
-            self._num_unsent_tokens = 0
-
-
-class _StopOnEvent(StoppingCriteria):
-    def __init__(self, event: threading.Event) -> None:
-        self._event = event
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        # input_ids: [B, S]; one verdict per sequence
-        verdict = torch.full((input_ids.shape[0],), self._event.is_set(), device=input_ids.device)
-        return verdict  # type: ignore[return-value]
-
-
-@contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Seed torch's global RNG (what ``generate`` samples from) for this block only, then restore it."""
-    if seed is None:
-        yield
-        return
-    if device.type == "cuda":
-        cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    else:
-        cuda_devices = []
-    with torch.random.fork_rng(devices=cuda_devices):
-        torch.manual_seed(seed)
-        yield
 
 
 class HFEngine(Engine):
@@ -286,31 +203,31 @@ class HFEngine(Engine):
             raise EngineError("prompt_too_long")
 
         loop = asyncio.get_running_loop()
-        items: asyncio.Queue[_Item] = asyncio.Queue()
+        items: asyncio.Queue[Item] = asyncio.Queue()
 
-        def post(item: _Item) -> None:  # called from the generation thread
+        def post(item: Item) -> None:  # called from the generation thread
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
                 loop.call_soon_threadsafe(items.put_nowait, item)
 
-        streamer = _LoopStreamer(tokenizer, post)
+        streamer = LoopStreamer(tokenizer, post)
         stop = threading.Event()
         input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self._device)  # [1, S]
         generate_kwargs = self._generate_kwargs(request, tokenizer)
 
         def run() -> None:
             try:
-                with torch.inference_mode(), _seeded(request.sampling.seed, self._device):
+                with torch.inference_mode(), seeded(request.sampling.seed, self._device):
                     model.generate(  # type: ignore[operator]
                         input_ids=input_ids,
                         attention_mask=torch.ones_like(input_ids),
                         streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop)]),
+                        stopping_criteria=StoppingCriteriaList([StopOnEvent(stop)]),
                         **generate_kwargs,
                     )
             except BaseException as exc:
-                post(_Failed(type(exc).__name__, _device_broken(exc)))
+                post(Failed(type(exc).__name__, device_broken(exc)))
             finally:
-                post(_Finished())
+                post(Finished())
 
         thread = threading.Thread(target=run, name=_THREAD_NAME, daemon=True)
         thread.start()
@@ -318,9 +235,9 @@ class HFEngine(Engine):
         try:
             while not finished:
                 item = await items.get()
-                if isinstance(item, _Piece):
+                if isinstance(item, Piece):
                     yield TextChunk(text=item.text, num_tokens=item.num_tokens)
-                elif isinstance(item, _Failed):
+                elif isinstance(item, Failed):
                     log_event(logger, "generation_failed", request_id=request.request_id, error_code=item.error_type)
                     failure = EngineDeadError if item.device_broken else EngineError
                     raise failure(f"generation_failed: {item.error_type}")
