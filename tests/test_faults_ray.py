@@ -131,3 +131,28 @@ def test_bounded_load_every_request_ends_verified_or_with_a_code(ray_app: LocalA
     assert report.sent > 0 and report.outcomes["ok"] > 0
     assert report.unexpected == {}
     assert set(report.per_tenant) == {"tenant1", "tenant2"}
+
+
+def test_client_disconnect_mid_stream_cancels_generation_and_frees_the_worker(ray_app: LocalApp) -> None:
+    """A client that leaves mid-answer frees its worker: a request sealed only for that worker right after is
+    served at once, not after the abandoned answer's remaining chunks (one request at a time per worker)."""
+    ray_app.wait_ready(FAULT_REGION, 2, exact=True)
+    directory = {w["worker_id"]: w for w in key_directory(ray_app)}
+    sealed = sealed_for_region(ray_app, workers=list(directory.values()))
+    payload = {"tenant_id": "t1", "mode": "plain", "region": FAULT_REGION, "envelope": sealed.envelope.to_dict()}
+    victim = ""
+    with httpx.Client(timeout=30) as client, client.stream("POST", f"{ray_app.base_url}/infer", json=payload) as r:
+        assert r.status_code == 200
+        chunks = r.iter_bytes()  # keep the iterator: dropping it closes the response, i.e. disconnects
+        next(chunks)  # the answer has started
+        deadline = time.monotonic() + 3
+        while not victim and time.monotonic() < deadline:
+            victim = next((w["worker_id"] for w in ray_app.workers(FAULT_REGION) if w["state"] != "READY"), "")
+        assert victim in directory
+    started = time.monotonic()
+    follow_up = sealed_for_region(ray_app, workers=[directory[victim]])
+    response = post(ray_app, follow_up)
+    elapsed = time.monotonic() - started
+    assert read_completion([response.content], follow_up).metrics["worker_id"] == victim
+    # Its own answer takes len(FAULT_CHUNKS) x 0.8 s = 3.2 s; an uncancelled abandoned answer would add ~2.4 s.
+    assert elapsed < 3.2 + 1.6
