@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 import yaml
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import ValidationError
 
 from securechat.attestation import (
@@ -34,7 +34,6 @@ from securechat.attestation.manifest import default_release_key_path
 from securechat.client.cli import add_client_commands
 from securechat.client.config import DEFAULT_MANIFEST_PATH
 from securechat.config import AppSettings
-from securechat.keys import key_id_for
 from securechat.proxy.cli import add_proxy_command
 from securechat.tenants.cli import add_tenant_commands
 
@@ -68,26 +67,22 @@ def _add_build_tiny_model(subparsers: _Subparsers) -> None:
 
 
 def _cmd_root_init(args: argparse.Namespace) -> int:
-    path = (args.path or default_root_path()).expanduser()
-    try:
-        public = create_root(path, force=args.force)
-    except KeyFileError as error:
-        print(f"error: {path}: {error}", file=sys.stderr)
-        return 1
-    print(f"root id: {root_id(public)}")
-    print(f"public key: {path.with_name(path.name + '.pub')}  (clients pin this file)")
-    return 0
+    return _init_signing_key((args.path or default_root_path()).expanduser(), create_root, "root", args.force)
 
 
 def _cmd_release_key_init(args: argparse.Namespace) -> int:
     path = (args.path or default_release_key_path()).expanduser()
+    return _init_signing_key(path, create_release_key, "release key", args.force)
+
+
+def _init_signing_key(path: Path, create: Callable[..., ed25519.Ed25519PublicKey], label: str, force: bool) -> int:
+    """Create an Ed25519 key file (0600, ``.pub`` beside it) and print the id clients compare when pinning."""
     try:
-        public = create_release_key(path, force=args.force)
+        public = create(path, force=force)
     except KeyFileError as error:
         print(f"error: {path}: {error}", file=sys.stderr)
         return 1
-    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    print(f"release key id: {key_id_for(der)}")
+    print(f"{label} id: {root_id(public)}")  # root_id: the SPKI key id of any Ed25519 signing key
     print(f"public key: {path.with_name(path.name + '.pub')}  (clients pin this file)")
     return 0
 
