@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.experiments.app import BenchApp
-from benchmarks.experiments.common import Column, ExperimentResult, Row, RunContext, plural
-from benchmarks.experiments.http_client import AppClient
-from benchmarks.experiments.http_rows import burst_row
+from benchmarks.experiments.common import Column, ExperimentResult, RunContext
+from benchmarks.experiments.http_rows import one_worker_level_rows
 from benchmarks.experiments.prompts import prompt_of_length
 
 NAME = "concurrency"
@@ -32,20 +31,9 @@ SUMMARIZED = ("worker_total_ms", "tokens_per_sec", "e2e_ms")
 def run(ctx: RunContext, app: BenchApp) -> ExperimentResult:
     messages, _ = prompt_of_length(ctx.model, ctx.sizes.prompt_tokens["concurrency"])
     max_new_tokens, rounds = ctx.sizes.http_max_new_tokens, ctx.sizes.http_rounds
-    rows: list[Row] = []
-    client = AppClient(app.base_url)
-    try:
-        for engine in ctx.engines:
-            for clients in ctx.sizes.concurrency_levels:
-                params = {"clients": clients, "workers": 1}
-                label = plural(clients, "client")
-                rows.append(
-                    burst_row(
-                        client, app, engine, 1, label, params, messages, max_new_tokens, clients, rounds, SUMMARIZED
-                    )
-                )
-    finally:
-        client.close()
+    rows = one_worker_level_rows(
+        app, ctx.engines, ctx.sizes.concurrency_levels, "client", messages, max_new_tokens, rounds, SUMMARIZED
+    )
     settings: dict[str, Any] = {
         "prompt_tokens": ctx.sizes.prompt_tokens["concurrency"],
         "max_new_tokens": max_new_tokens,

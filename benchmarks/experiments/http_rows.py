@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from benchmarks.experiments.app import BenchApp
-from benchmarks.experiments.common import Row, Scalar
+from benchmarks.experiments.common import Row, Scalar, plural
 from benchmarks.experiments.http_client import AppClient, HttpResult
 from benchmarks.stats import summarize
 from securechat.engine.base import ChatMessage
@@ -87,6 +87,40 @@ def burst_row(
         sum(walls) / 1000
     )
     return row
+
+
+def one_worker_level_rows(
+    app: BenchApp,
+    engines: Sequence[str],
+    levels: Sequence[int],
+    noun: str,
+    messages: tuple[ChatMessage, ...],
+    max_new_tokens: int,
+    rounds: int,
+    summarized: tuple[str, ...],
+) -> list[Row]:
+    """One ``burst_row`` per engine and concurrency level (``noun``: "client", "stream"), on one worker."""
+    client = AppClient(app.base_url)
+    try:
+        return [
+            burst_row(
+                client,
+                app,
+                engine,
+                1,
+                plural(level, noun),
+                {f"{noun}s": level, "workers": 1},
+                messages,
+                max_new_tokens,
+                level,
+                rounds,
+                summarized,
+            )
+            for engine in engines
+            for level in levels
+        ]
+    finally:
+        client.close()
 
 
 def missing_region(app: BenchApp, engine: str, num_workers: int) -> str:

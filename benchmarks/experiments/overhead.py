@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.experiments.app import BenchApp
-from benchmarks.experiments.common import Column, ExperimentResult, Row, RunContext, plural
-from benchmarks.experiments.http_client import AppClient
-from benchmarks.experiments.http_rows import burst_row
+from benchmarks.experiments.common import Column, ExperimentResult, RunContext
+from benchmarks.experiments.http_rows import one_worker_level_rows
 from benchmarks.experiments.prompts import prompt_of_length
 
 NAME = "overhead"
@@ -33,20 +32,9 @@ SUMMARIZED = ("e2e_ms", "worker_total_ms", "overhead_ms", "overhead_ms_per_frame
 def run(ctx: RunContext, app: BenchApp) -> ExperimentResult:
     messages, _ = prompt_of_length(ctx.model, ctx.sizes.prompt_tokens["long"])
     max_new_tokens, rounds = ctx.sizes.overhead_max_new_tokens, ctx.sizes.http_rounds
-    rows: list[Row] = []
-    client = AppClient(app.base_url)
-    try:
-        for engine in ctx.engines:
-            for streams in ctx.sizes.overhead_streams:
-                params = {"streams": streams, "workers": 1}
-                label = plural(streams, "stream")
-                rows.append(
-                    burst_row(
-                        client, app, engine, 1, label, params, messages, max_new_tokens, streams, rounds, SUMMARIZED
-                    )
-                )
-    finally:
-        client.close()
+    rows = one_worker_level_rows(
+        app, ctx.engines, ctx.sizes.overhead_streams, "stream", messages, max_new_tokens, rounds, SUMMARIZED
+    )
     settings: dict[str, Any] = {
         "prompt_tokens": ctx.sizes.prompt_tokens["long"],
         "max_new_tokens": max_new_tokens,
