@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup serve test lint typecheck unit bench-cpu bench-experiments bench-gpu load-test tiny-model clean
+.PHONY: setup serve test lint typecheck unit bench-cpu bench-serving bench-experiments bench-gpu load-test tiny-model clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,9 @@ bench-gpu: setup
 
 bench-cpu: tiny-model
 	$(BIN)/python -m benchmarks.bench_engines_cpu --out benchmarks/results/cpu-engines.json
+
+bench-serving: tiny-model
+	$(BIN)/python -m benchmarks.bench_serving --out benchmarks/results/serving/latest.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
