@@ -11,15 +11,19 @@ from ray import serve
 
 from deployments.metrics import WorkerMetrics
 from securechat.attestation import Attester, ensure_root, measure_for_engine
-from securechat.config import AppSettings, AttestationSettings, EngineSettings
+from securechat.config import AppSettings, AttestationSettings, EngineSettings, StreamSettings
 from securechat.engine.factory import build_engine
 from securechat.envelope import Envelope
 from securechat.worker import EnclaveWorker, WorkerIdentity
 
 
-def make_attester(identity: WorkerIdentity, engine: EngineSettings, settings: AttestationSettings) -> Attester:
+def make_attester(
+    identity: WorkerIdentity, engine: EngineSettings, stream: StreamSettings, settings: AttestationSettings
+) -> Attester:
     """Measure this worker (code, runtime config, model files) and have the platform root endorse it."""
-    registers = measure_for_engine(engine.model_dump(mode="json"), debug=settings.debug)
+    registers = measure_for_engine(
+        engine.model_dump(mode="json"), debug=settings.debug, stream=stream.model_dump(mode="json")
+    )
     root = ensure_root(Path(settings.root_key_path) if settings.root_key_path else None)
     return Attester(root, identity, registers, key_ttl_s=settings.key_ttl_s, debug=settings.debug)
 
@@ -37,7 +41,8 @@ class WorkerDeployment:
             engine=build_engine(engine_settings),
             max_new_tokens=engine_settings.max_new_tokens,
             observer=WorkerMetrics(worker_id, region),
-            attester_factory=lambda identity: make_attester(identity, engine_settings, app.attestation),
+            attester_factory=lambda identity: make_attester(identity, engine_settings, app.stream, app.attestation),
+            stream=app.stream,
         )
         await self._worker.start()
 

@@ -117,7 +117,11 @@ def _cmd_manifest_build(args: argparse.Namespace) -> int:
         region = args.region or settings.region_names[0]
         engine = settings.engine_for(region)
         # The same measurement deployments.worker.make_attester makes for this region's workers.
-        registers = measure_for_engine(engine.model_dump(mode="json"), debug=settings.attestation.debug)
+        registers = measure_for_engine(
+            engine.model_dump(mode="json"),
+            debug=settings.attestation.debug,
+            stream=settings.stream.model_dump(mode="json"),
+        )
         manifest = manifest_for_registers(args.name, args.release, registers)
     except KeyError:
         print(f"error: region {args.region} is not in {args.config}", file=sys.stderr)

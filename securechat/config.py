@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from securechat.envelope import is_valid_id
 from securechat.keys import Suite
+from securechat.stream import DEFAULT_FRAME_BYTES, MAX_FRAME_BYTES, MIN_FRAME_BYTES
 from securechat.tenants.auth import AuthSettings
 from securechat.tenants.settings import TenantsSettings
 
@@ -36,6 +37,8 @@ class EngineSettings(_Strict):
     kv_cache_tokens: int | None = Field(default=None, ge=1)  # None: sized from free memory
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     use_cuda_graphs: bool = True
+    core: Literal["process", "thread"] = "process"  # where the model steps: its own process (no shared GIL)
+    torch_threads: int | None = Field(default=None, ge=1)  # None: torch's default (Ray sets it from num_cpus)
 
     @property
     def max_concurrent_requests(self) -> int:
@@ -75,6 +78,21 @@ class DispatchSettings(_Strict):
     drain_timeout_s: float = Field(default=120.0, gt=0)  # a worker being removed finishes its streams first
 
 
+class StreamSettings(_Strict):
+    """How answers leave a worker (securechat.pacing, securechat.stream): the host sees only how many frames of
+    one size leave, and when. The first text leaves at once; later text every ``flush_interval_ms`` and at the
+    end; every frame's plaintext is padded to ``frame_bytes``. ``constant_rate`` also sends a frame of padding
+    on ticks with no new text, so between the first text and the end the cadence shows nothing of the engine."""
+
+    flush_interval_ms: float = Field(default=100.0, gt=0, le=10_000)
+    frame_bytes: int = Field(default=DEFAULT_FRAME_BYTES, ge=MIN_FRAME_BYTES, le=MAX_FRAME_BYTES)
+    constant_rate: bool = False
+
+    @property
+    def flush_interval_s(self) -> float:
+        return self.flush_interval_ms / 1000
+
+
 class AttestationSettings(_Strict):
     """The simulated platform: where workers find the root that endorses them, and what their documents say."""
 
@@ -88,6 +106,7 @@ class AppSettings(_Strict):
     engine: EngineSettings = EngineSettings()
     gateway: GatewaySettings = GatewaySettings()
     dispatch: DispatchSettings = DispatchSettings()
+    stream: StreamSettings = StreamSettings()
     attestation: AttestationSettings = AttestationSettings()
     auth: AuthSettings = AuthSettings()  # required by default; `mode: disabled` is a development setting
     tenants: TenantsSettings = TenantsSettings()

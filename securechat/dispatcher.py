@@ -2,9 +2,10 @@
 
 It sees ciphertext only. For each envelope it validates the header, refuses replays of a request id, chooses a
 replica of the envelope's region whose key id is among the wrapped ones (holding the slots of replicas it passed
-over, so the router's next choice falls elsewhere), dispatches to exactly that replica and re-yields its frames,
-length-prefixed. A replica lost before its first frame is replaced transparently; after that the client gets a
-typed error frame, never a silently truncated stream.
+over, so the router's next choice falls elsewhere), dispatches to exactly that replica and re-yields its items
+(wire bytes: one or more length-prefixed frames each, one item per flush of the worker). A replica lost before
+its first frame is replaced transparently; after that the client gets a typed error frame, never a silently
+truncated stream.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from securechat.config import DispatchSettings
 from securechat.envelope import Envelope
 from securechat.errors import ErrorCode
-from securechat.framing import encode_frame
+from securechat.framing import LENGTH_PREFIX, encode_frame
 from securechat.logs import get_logger, log_event
 from securechat.stream import START_FRAME, make_error_frame
 
@@ -68,7 +69,7 @@ class WorkerPool(ABC):
     def dispatch(
         self, selection: Selection, envelope: bytes, max_new_tokens: int | None
     ) -> AsyncGenerator[bytes, None]:
-        """Send to exactly the selected replica; yield its frame payloads. Raise WorkerLost if it dies.
+        """Send to exactly the selected replica; yield its items of wire bytes. Raise WorkerLost if it dies.
 
         ``max_new_tokens`` is the tenant's cap, enforced by the worker whatever the sealed body asks for.
         """
@@ -107,7 +108,7 @@ class InferenceDispatcher:
         return [] if pool is None else await pool.attest(nonce)
 
     async def dispatch(self, envelope_bytes: bytes, max_new_tokens: int | None = None) -> AsyncGenerator[bytes, None]:
-        """Yield length-prefixed wire frames; failures before any frame are a single error frame."""
+        """Yield items of length-prefixed wire frames; failures before any frame are a single error frame."""
         try:
             envelope = Envelope.from_bytes(envelope_bytes)
         except ValueError:
@@ -199,22 +200,20 @@ class InferenceDispatcher:
     async def _relay(
         pool: WorkerPool, selection: Selection, envelope_bytes: bytes, max_new_tokens: int | None, relay: _Relay
     ) -> AsyncGenerator[bytes, None]:
-        """The replica's frames, length-prefixed. Its start frame is held until the next frame: a replica lost
-        right after sending it has sent nothing of the answer, so the request can still be retried elsewhere."""
-        held: bytes | None = None
+        """The replica's items. Its start frame is held and sent with the next item: a replica lost right after
+        sending it has sent nothing of the answer, so the request can still be retried elsewhere."""
+        held = b""
         # aclosing: the worker's stream is closed inside the replica's reserved slot, as Serve requires.
-        async with aclosing(pool.dispatch(selection, envelope_bytes, max_new_tokens)) as payloads:
-            async for payload in payloads:
-                if payload[:1] == bytes([START_FRAME]) and not relay.sent_any:
-                    held = payload
+        async with aclosing(pool.dispatch(selection, envelope_bytes, max_new_tokens)) as items:
+            async for item in items:
+                if not relay.sent_any and item[LENGTH_PREFIX.size : LENGTH_PREFIX.size + 1] == bytes([START_FRAME]):
+                    held += item
                     continue
-                if held is not None:
-                    yield encode_frame(held)
-                    held = None
                 relay.sent_any = True
-                yield encode_frame(payload)
-        if held is not None:  # a start frame alone: pass it on, the reader sees the truncation
-            yield encode_frame(held)
+                yield held + item
+                held = b""
+        if held:  # a start frame alone: pass it on, the reader sees the truncation
+            yield held
 
     async def _choose_for(
         self, pool: WorkerPool, envelope: Envelope, keep: contextlib.AsyncExitStack

@@ -32,7 +32,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from securechat.errors import InvalidCiphertext
 from securechat.keys import RecipientKey, Suite, WorkerKeys
 
-ENVELOPE_VERSION = 1
+# The protocol version, envelope and response stream together (securechat.stream); a worker refuses any other.
+# 2: response frames of one fixed, padded size, flushed on a cadence (1: a frame per chunk, unpadded).
+ENVELOPE_VERSION = 2
 DEK_BYTES = 32
 NONCE_BYTES = 12
 MAX_ENVELOPE_BYTES = 4 << 20
@@ -177,7 +179,7 @@ class OpenedRequest:
 
 
 def _wrap_context(key_id: str, header_bytes: bytes) -> bytes:
-    return b"securechat/v1/dek\x00" + key_id.encode() + b"\x00" + hashlib.sha256(header_bytes).digest()
+    return b"securechat/v2/dek\x00" + key_id.encode() + b"\x00" + hashlib.sha256(header_bytes).digest()
 
 
 def _oaep(label: bytes) -> padding.OAEP:

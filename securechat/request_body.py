@@ -55,8 +55,13 @@ class RequestBody:
             raise InvalidRequestBody("invalid request body")
         return cls(messages=messages, sampling=sampling)
 
-    def to_generation_request(self, request_id: str) -> GenerationRequest:
-        return GenerationRequest(request_id=request_id, messages=self.messages, sampling=self.sampling)
+    def to_generation_request(self, request_id: str, delivery_interval_s: float = 0.0) -> GenerationRequest:
+        return GenerationRequest(
+            request_id=request_id,
+            messages=self.messages,
+            sampling=self.sampling,
+            delivery_interval_s=delivery_interval_s,
+        )
 
 
 def _parse_message(item: Any) -> ChatMessage:

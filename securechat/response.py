@@ -34,7 +34,8 @@ def iter_text(chunks: Iterable[bytes], sealed: SealedRequest) -> Iterator[str | 
     for frame in FrameDecoder().iter_frames(chunks):
         event = opener.open(frame)
         if isinstance(event, TextEvent):
-            yield event.text
+            if event.text:  # a frame of padding only (constant rate) carries nothing to show
+                yield event.text
         elif isinstance(event, ErrorEvent):
             raise ResponseFailed(event.code)
         elif isinstance(event, FinalEvent):

@@ -1,18 +1,28 @@
-"""The encrypted response stream: one AES-256-GCM frame per token chunk, bound to request and position.
+"""The encrypted response stream (protocol v2): fixed-size AES-256-GCM frames, bound to request and position.
 
 Frame layout (the payload inside a length-prefixed wire frame)::
 
     start  0x03 | salt (32 bytes): the worker's fresh random salt for this run; always the first frame of an
            answer. Every run of an envelope (a retry, or a host replaying it) gets a new salt, hence a new key:
            a replay can never reuse a key and nonce pair, so it reveals nothing about an earlier answer.
-    data   0x01 | flags:u8 | seq:u32 BE | AES-256-GCM(response_key, nonce=seq as 12 bytes BE, aad) -> ct || tag
-           aad = "securechat/v1/frame" | request_id | the 6 bytes before the ciphertext
-           flags bit 0 = final. A chunk's plaintext is UTF-8 text; the final frame's is JSON
-           {"metrics": {...}, "error": code | null}: content-free numbers and an optional error code.
+    data   0x01 | seq:u32 BE | AES-256-GCM(response_key, nonce=seq as 12 bytes BE, aad) -> ct || tag
+    final  0x04 | seq:u32 BE | input_tokens:u32 BE | output_tokens:u32 BE | AES-256-GCM(...) -> ct || tag
+           aad = "securechat/v2/frame" | request_id | every byte before the ciphertext. The final frame's token
+           counts are readable by the host (for limits and billing) and authenticated like everything else.
     error  0x02 | JSON {"code": ErrorCode, "request_id": str}: unauthenticated, for failures where no response
            key is held (e.g. the worker replica died). It can only end a stream, never complete it.
 
-response_key = HKDF-SHA256(DEK, salt=run salt, info="securechat/v1/response" | request_id). Counter nonces
+Every sealed plaintext is exactly ``frame_bytes`` long, so every data frame of an answer has one size and the
+final frame another (8 bytes more)::
+
+    plaintext = kind:u8 | length:u16 BE | body (length bytes) | zero padding up to frame_bytes
+
+``kind`` TEXT carries UTF-8 answer text (split only at character boundaries; text beyond one frame continues in
+the next); ``kind`` TRAILER carries the JSON trailer {"metrics": {...}, "error": code | null}, content-free
+numbers and an optional error code, which ends in the final frame and may begin in data frames before it.
+Padding is inside the AEAD, so it is authenticated; readers refuse non-zero padding and frames of another size.
+
+response_key = HKDF-SHA256(DEK, salt=run salt, info="securechat/v2/response" | request_id). Counter nonces
 are safe because the key is unique per run. The start frame itself is not authenticated, but a wrong salt only
 yields a key under which no data frame verifies. A reader that reaches the end without an authenticated final
 frame has a truncated stream.
@@ -24,7 +34,7 @@ import json
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -33,19 +43,37 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from securechat.errors import ErrorCode, InvalidCiphertext
 
-DATA_FRAME = 0x01
-ERROR_FRAME = 0x02
-START_FRAME = 0x03
-SALT_BYTES = 32
-FLAG_FINAL = 0x01
-_DATA_PREFIX = struct.Struct(">BBI")  # type, flags, seq
+DATA_FRAME: Final = 0x01
+ERROR_FRAME: Final = 0x02
+START_FRAME: Final = 0x03
+FINAL_FRAME: Final = 0x04
+SALT_BYTES: Final = 32
+TAG_BYTES: Final = 16
+
+KIND_TEXT: Final = 0x01
+KIND_TRAILER: Final = 0x02
+_RECORD_HEADER = struct.Struct(">BH")  # kind, body length
+_DATA_PREFIX = struct.Struct(">BI")  # type, seq
+_FINAL_PREFIX = struct.Struct(">BIII")  # type, seq, input_tokens, output_tokens
 _MAX_SEQ = 2**32 - 1
+_MAX_COUNT = 2**32 - 1
+
+#: Bounds on the sealed plaintext size. The lower bound keeps the largest metrics trailer a worker writes inside
+#: one frame (tests/test_stream.py checks it), so an answer always ends with exactly one trailer frame.
+MIN_FRAME_BYTES: Final = 512
+MAX_FRAME_BYTES: Final = _RECORD_HEADER.size + 0xFFFF
+DEFAULT_FRAME_BYTES: Final = 1024
+
+
+def wire_frame_sizes(frame_bytes: int) -> tuple[int, int]:
+    """(data, final) frame payload sizes on the wire for a given ``frame_bytes``: all the host sees of them."""
+    return _DATA_PREFIX.size + frame_bytes + TAG_BYTES, _FINAL_PREFIX.size + frame_bytes + TAG_BYTES
 
 
 def derive_response_key(dek: bytes, request_id: str, salt: bytes) -> bytes:
     if len(salt) != SALT_BYTES:
         raise InvalidCiphertext()
-    info = b"securechat/v1/response\x00" + request_id.encode()
+    info = b"securechat/v2/response\x00" + request_id.encode()
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(dek)
 
 
@@ -54,7 +82,7 @@ def _nonce(seq: int) -> bytes:
 
 
 def _aad(request_id: str, prefix: bytes) -> bytes:
-    return b"securechat/v1/frame\x00" + request_id.encode() + b"\x00" + prefix
+    return b"securechat/v2/frame\x00" + request_id.encode() + b"\x00" + prefix
 
 
 def make_error_frame(code: ErrorCode, request_id: str) -> bytes:
@@ -62,14 +90,45 @@ def make_error_frame(code: ErrorCode, request_id: str) -> bytes:
     return bytes([ERROR_FRAME]) + json.dumps({"code": code.value, "request_id": request_id}).encode()
 
 
-class ResponseSealer:
-    """Worker side: a start frame (``start_frame``), then chunks in order, then exactly one final frame."""
+def split_utf8(data: bytes, capacity: int) -> list[bytes]:
+    """``data`` (valid UTF-8) in pieces of at most ``capacity`` bytes, never cutting a character."""
+    pieces: list[bytes] = []
+    start = 0
+    while len(data) - start > capacity:
+        end = start + capacity
+        while data[end] & 0xC0 == 0x80:  # a continuation byte: the character began before ``end``
+            end -= 1
+        pieces.append(data[start:end])
+        start = end
+    pieces.append(data[start:])
+    return pieces
 
-    def __init__(self, dek: bytes, request_id: str, *, _salt: bytes | None = None) -> None:
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one answer, in the clear in its final frame: what the host may count and bill."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class ResponseSealer:
+    """Worker side: a start frame (``start_frame``), then text in order, then exactly one trailer (``seal_final``).
+
+    Every sealed frame's plaintext is padded to ``frame_bytes``.
+    """
+
+    def __init__(
+        self, dek: bytes, request_id: str, frame_bytes: int = DEFAULT_FRAME_BYTES, *, _salt: bytes | None = None
+    ) -> None:
         """``_salt`` exists for known-answer tests; a worker always draws a fresh one."""
+        if not MIN_FRAME_BYTES <= frame_bytes <= MAX_FRAME_BYTES:
+            raise ValueError(f"frame_bytes must be in [{MIN_FRAME_BYTES}, {MAX_FRAME_BYTES}]")
         self._salt = _salt if _salt is not None else os.urandom(SALT_BYTES)
         self._aead = AESGCM(derive_response_key(dek, request_id, self._salt))
         self._request_id = request_id
+        self._frame_bytes = frame_bytes
+        self._capacity = frame_bytes - _RECORD_HEADER.size
         self._seq = 0
         self._finished = False
 
@@ -77,21 +136,43 @@ class ResponseSealer:
     def start_frame(self) -> bytes:
         return bytes([START_FRAME]) + self._salt
 
-    def _seal(self, plaintext: bytes, final: bool) -> bytes:
+    def seal_text(self, text: str) -> list[bytes]:
+        """One frame per ``frame_bytes`` of text (at least one: empty text gives one all-padding frame)."""
+        return [self._seal(KIND_TEXT, piece, None) for piece in split_utf8(text.encode(), self._capacity)]
+
+    def seal_final(
+        self, metrics: dict[str, Any], error: ErrorCode | None = None, usage: Usage | None = None
+    ) -> list[bytes]:
+        """The trailer: data frames while it does not fit, then the final frame (carrying ``usage``)."""
+        body = json.dumps({"metrics": metrics, "error": error.value if error else None}, separators=(",", ":"))
+        raw = body.encode()
+        pieces = [raw[i : i + self._capacity] for i in range(0, len(raw), self._capacity)]
+        frames = [self._seal(KIND_TRAILER, piece, None) for piece in pieces[:-1]]
+        frames.append(self._seal(KIND_TRAILER, pieces[-1], usage or Usage()))
+        return frames
+
+    def _seal(self, kind: int, body: bytes, usage: Usage | None) -> bytes:
         if self._finished or self._seq > _MAX_SEQ:
             raise RuntimeError("stream already finished")
-        prefix = _DATA_PREFIX.pack(DATA_FRAME, FLAG_FINAL if final else 0, self._seq)
+        if usage is None:
+            prefix = _DATA_PREFIX.pack(DATA_FRAME, self._seq)
+        else:
+            counts = (min(usage.input_tokens, _MAX_COUNT), min(usage.output_tokens, _MAX_COUNT))
+            prefix = _FINAL_PREFIX.pack(FINAL_FRAME, self._seq, *counts)
+        plaintext = _RECORD_HEADER.pack(kind, len(body)) + body
+        plaintext += bytes(self._frame_bytes - len(plaintext))
         ciphertext = self._aead.encrypt(_nonce(self._seq), plaintext, _aad(self._request_id, prefix))
         self._seq += 1
-        self._finished = final
+        self._finished = usage is not None
         return prefix + ciphertext
 
-    def seal_chunk(self, text: str) -> bytes:
-        return self._seal(text.encode(), final=False)
 
-    def seal_final(self, metrics: dict[str, Any], error: ErrorCode | None = None) -> bytes:
-        body = {"metrics": metrics, "error": error.value if error else None}
-        return self._seal(json.dumps(body, separators=(",", ":")).encode(), final=True)
+def read_usage(frame: bytes) -> Usage | None:
+    """The clear token counts of a final frame (unauthenticated here: the host's own accounting); else None."""
+    if frame[:1] != bytes([FINAL_FRAME]) or len(frame) < _FINAL_PREFIX.size:
+        return None
+    _, _, input_tokens, output_tokens = _FINAL_PREFIX.unpack_from(frame)
+    return Usage(input_tokens, output_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +182,19 @@ class StartEvent:
 
 @dataclass(frozen=True, slots=True)
 class TextEvent:
-    text: str
+    text: str  # may be empty: a frame of padding only (a constant-rate stream with nothing new)
+
+
+@dataclass(frozen=True, slots=True)
+class TrailerPartEvent:
+    """A data frame holding the start of a long trailer; the final frame completes it. Nothing for the reader."""
 
 
 @dataclass(frozen=True, slots=True)
 class FinalEvent:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    usage: Usage = field(default_factory=Usage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,17 +205,19 @@ class ErrorEvent:
     request_id: str | None = None
 
 
-ResponseEvent = StartEvent | TextEvent | FinalEvent | ErrorEvent
+ResponseEvent = StartEvent | TextEvent | TrailerPartEvent | FinalEvent | ErrorEvent
 
 
 class ResponseOpener:
-    """Client side: checks order, position, request binding and completeness of every frame."""
+    """Client side: checks order, position, request binding, size, padding and completeness of every frame."""
 
     def __init__(self, dek: bytes, request_id: str) -> None:
         self._dek = dek
         self._aead: AESGCM | None = None  # keyed by the start frame
         self._request_id = request_id
         self._next_seq = 0
+        self._frame_bytes: int | None = None  # fixed by the first sealed frame; every later one must match
+        self._trailer = bytearray()
         self._finished = False
 
     @classmethod
@@ -142,33 +231,62 @@ class ResponseOpener:
     def open(self, frame: bytes) -> ResponseEvent:
         if self._finished or not frame:
             raise InvalidCiphertext()
-        if frame[0] == ERROR_FRAME:
+        kind = frame[0]
+        if kind == ERROR_FRAME:
             self._finished = True
             return _parse_error_frame(frame)
-        if frame[0] == START_FRAME and self._aead is None:
+        if kind == START_FRAME and self._aead is None:
             self._aead = AESGCM(derive_response_key(self._dek, self._request_id, frame[1:]))
             return StartEvent()
-        if frame[0] != DATA_FRAME or self._aead is None or len(frame) < _DATA_PREFIX.size + 16:
+        if kind not in (DATA_FRAME, FINAL_FRAME) or self._aead is None:
             raise InvalidCiphertext()
-        _, flags, seq = _DATA_PREFIX.unpack_from(frame)
-        if seq != self._next_seq or flags & ~FLAG_FINAL:
+        final = kind == FINAL_FRAME
+        prefix_size = _FINAL_PREFIX.size if final else _DATA_PREFIX.size
+        frame_bytes = len(frame) - prefix_size - TAG_BYTES
+        if frame_bytes < MIN_FRAME_BYTES or frame_bytes != (self._frame_bytes or frame_bytes):
             raise InvalidCiphertext()
-        prefix = frame[: _DATA_PREFIX.size]
+        self._frame_bytes = frame_bytes
+        (seq,) = struct.unpack_from(">I", frame, 1)
+        if seq != self._next_seq:
+            raise InvalidCiphertext()
+        prefix = frame[:prefix_size]
         try:
-            plaintext = self._aead.decrypt(_nonce(seq), frame[_DATA_PREFIX.size :], _aad(self._request_id, prefix))
+            plaintext = self._aead.decrypt(_nonce(seq), frame[prefix_size:], _aad(self._request_id, prefix))
         except InvalidTag:
             raise InvalidCiphertext() from None
         self._next_seq += 1
-        if not flags & FLAG_FINAL:
-            return TextEvent(plaintext.decode("utf-8", errors="replace"))
+        record_kind, body = _parse_record(plaintext)
+        if record_kind == KIND_TEXT and not final and not self._trailer:
+            try:
+                return TextEvent(body.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise InvalidCiphertext() from None
+        if record_kind != KIND_TRAILER:
+            raise InvalidCiphertext()
+        self._trailer += body
+        if not final:
+            return TrailerPartEvent()
         self._finished = True
-        body = json.loads(plaintext)
-        return FinalEvent(metrics=dict(body.get("metrics") or {}), error=body.get("error"))
+        usage = read_usage(frame)
+        assert usage is not None
+        try:
+            trailer = json.loads(self._trailer)
+            return FinalEvent(metrics=dict(trailer.get("metrics") or {}), error=trailer.get("error"), usage=usage)
+        except (ValueError, TypeError, AttributeError):
+            raise InvalidCiphertext() from None
 
     def finish(self) -> None:
         """Call at end of input: a stream without its final frame was truncated."""
         if not self._finished:
             raise InvalidCiphertext()
+
+
+def _parse_record(plaintext: bytes) -> tuple[int, bytes]:
+    kind, length = _RECORD_HEADER.unpack_from(plaintext)
+    end = _RECORD_HEADER.size + length
+    if end > len(plaintext) or plaintext[end:].count(0) != len(plaintext) - end:
+        raise InvalidCiphertext()  # a length past the frame, or padding that is not all zeros
+    return kind, plaintext[_RECORD_HEADER.size : end]
 
 
 def _parse_error_frame(frame: bytes) -> ErrorEvent:

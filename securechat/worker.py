@@ -1,7 +1,8 @@
-"""The enclave side of a request: open the envelope, run the engine, seal every chunk.
+"""The enclave side of a request: open the envelope, run the engine, seal every flush of text.
 
 ``EnclaveWorker`` is the plain-Python core of a worker replica; the Ray deployment is a thin wrapper. It is the
-only place where plaintext exists, and it keeps it for the life of one request.
+only place where plaintext exists, and it keeps it for the life of one request. What leaves it is wire bytes:
+one item per flush (``securechat.pacing``), each item one or more length-prefixed frames of one fixed size.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from securechat.attestation import Attester
+from securechat.config import StreamSettings
 from securechat.engine.base import Engine, EngineDeadError, EngineError, GenerationStats
 from securechat.envelope import Envelope, open_request
 from securechat.errors import ErrorCode, InvalidCiphertext
+from securechat.framing import encode_frame
 from securechat.keys import RecipientKey, WorkerKeys
 from securechat.logs import get_logger, log_event
+from securechat.pacing import paced
 from securechat.request_body import InvalidRequestBody, RequestBody
 from securechat.state import StateMachine, WorkerState
-from securechat.stream import ResponseSealer, make_error_frame
+from securechat.stream import ResponseSealer, Usage, make_error_frame
 
 logger = get_logger("worker")
 
@@ -74,6 +78,7 @@ class EnclaveWorker:
         keys: WorkerKeys | None = None,
         observer: WorkerObserver | None = None,
         attester_factory: Callable[[WorkerIdentity], Attester] | None = None,
+        stream: StreamSettings | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.region = region
@@ -88,6 +93,7 @@ class EnclaveWorker:
         self._num_streaming = 0
         self._attester_factory = attester_factory
         self._attester: Attester | None = None
+        self._stream = stream or StreamSettings()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -149,7 +155,7 @@ class EnclaveWorker:
 
     # -- one request -------------------------------------------------------------------------------------
     async def run(self, envelope: Envelope, max_new_tokens: int | None = None) -> AsyncGenerator[bytes, None]:
-        """Yield the response's frame payloads (not yet length-prefixed) for one envelope.
+        """Yield the response for one envelope as wire bytes: the start frame, then one item per flush.
 
         ``max_new_tokens`` caps the answer below this worker's own limit (the tenant's policy, set by the host:
         a number, not content, so the host may decide it).
@@ -157,11 +163,11 @@ class EnclaveWorker:
         request_id = envelope.header.request_id
         if self.state not in (WorkerState.READY, WorkerState.BUSY, WorkerState.STREAMING):
             self._observer.request_failed(ErrorCode.NO_WORKER)
-            yield make_error_frame(ErrorCode.NO_WORKER, request_id)
+            yield encode_frame(make_error_frame(ErrorCode.NO_WORKER, request_id))
             return
         if envelope.header.region != self.region:  # a request only ever runs in the region its sender chose
             self._observer.request_failed(ErrorCode.INVALID_ENVELOPE)
-            yield make_error_frame(ErrorCode.INVALID_ENVELOPE, request_id)
+            yield encode_frame(make_error_frame(ErrorCode.INVALID_ENVELOPE, request_id))
             return
         try:
             opened = open_request(envelope, self._keys)
@@ -175,17 +181,18 @@ class EnclaveWorker:
                 error_code=ErrorCode.INVALID_ENVELOPE.value,
             )
             self._observer.request_failed(ErrorCode.INVALID_ENVELOPE)
-            yield make_error_frame(ErrorCode.INVALID_ENVELOPE, request_id)
+            yield encode_frame(make_error_frame(ErrorCode.INVALID_ENVELOPE, request_id))
             return
-        sealer = ResponseSealer(opened.dek, request_id)  # a fresh salt: this run's key is never reused
-        yield sealer.start_frame
+        # A fresh salt: this run's key is never reused.
+        sealer = ResponseSealer(opened.dek, request_id, self._stream.frame_bytes)
+        yield encode_frame(sealer.start_frame)
         try:
             body = RequestBody.from_bytes(
                 opened.body, min(self._max_new_tokens, max_new_tokens or self._max_new_tokens)
             )
         except InvalidRequestBody:
             self._observer.request_failed(ErrorCode.INVALID_REQUEST)
-            yield sealer.seal_final({"worker_id": self.worker_id}, ErrorCode.INVALID_REQUEST)
+            yield _wire(sealer.seal_final({"worker_id": self.worker_id}, ErrorCode.INVALID_REQUEST))
             return
         # aclosing: when the consumer goes away, the engine stops before the slot is released, not after.
         async with self._slots, aclosing(self._generate(body, request_id, sealer)) as frames:
@@ -198,26 +205,25 @@ class EnclaveWorker:
         self._enter()
         streaming = False
         try:
-            generation = self._engine.generate(body.to_generation_request(request_id))
-            async with aclosing(generation) as chunks:  # type: ignore[type-var]
-                async for chunk in chunks:
-                    if chunk.text:
-                        if not streaming:
-                            streaming = True
-                            self._start_streaming()
-                        yield sealer.seal_chunk(chunk.text)
-                    if chunk.stats is not None:
-                        self._observer.request_finished(chunk.stats)
+            # The engine may hand over text every half interval: each flush then finds what the engine made.
+            request = body.to_generation_request(request_id, delivery_interval_s=self._stream.flush_interval_s / 2)
+            generation = self._engine.generate(request)
+            flushes = paced(generation, self._stream.flush_interval_s, constant_rate=self._stream.constant_rate)
+            async with aclosing(flushes) as paced_flushes:
+                async for flush in paced_flushes:
+                    frames = sealer.seal_text(flush.text) if flush.text or flush.stats is None else []
+                    if frames and not streaming:
+                        streaming = True
+                        self._start_streaming()
+                    if flush.stats is not None:
+                        stats = flush.stats
+                        self._observer.request_finished(stats)
                         log_event(
-                            logger,
-                            "request_done",
-                            request_id=request_id,
-                            worker_id=self.worker_id,
-                            **chunk.stats.as_dict(),
+                            logger, "request_done", request_id=request_id, worker_id=self.worker_id, **stats.as_dict()
                         )
-                        yield sealer.seal_final({"worker_id": self.worker_id, **chunk.stats.as_dict()})
-                        return
-            raise EngineError("engine_stream_ended_without_stats")
+                        usage = Usage(stats.input_tokens, stats.output_tokens)
+                        frames += sealer.seal_final({"worker_id": self.worker_id, **stats.as_dict()}, usage=usage)
+                    yield _wire(frames)
         except EngineError as exc:
             dead = isinstance(exc, EngineDeadError)
             code = ErrorCode.PROMPT_TOO_LONG if str(exc) == "prompt_too_long" else ErrorCode.ENGINE_FAILED
@@ -232,7 +238,7 @@ class EnclaveWorker:
             self._observer.request_failed(code)
             if dead:
                 self._machine.transition(WorkerState.FAILED)
-            yield sealer.seal_final({"worker_id": self.worker_id}, code)
+            yield _wire(sealer.seal_final({"worker_id": self.worker_id}, code))
         finally:
             self._leave(streaming)
 
@@ -272,3 +278,8 @@ class EnclaveWorker:
             to_state=current.value,
         )
         self._observer.state_changed(previous, current)
+
+
+def _wire(payloads: list[bytes]) -> bytes:
+    """Sealed frame payloads as one item of wire bytes (each length-prefixed)."""
+    return b"".join(encode_frame(payload) for payload in payloads)

@@ -33,13 +33,14 @@ from securechat.attestation import (
     sign_manifest,
 )
 from securechat.client import ClientConfig
-from securechat.config import AppSettings, RegionSettings
+from securechat.config import AppSettings, RegionSettings, StreamSettings
 from securechat.dispatcher import InferenceDispatcher
 from securechat.framing import decode_frames
 from securechat.gateway.app import create_app
 from securechat.gateway.backend import LocalBackend
 from securechat.gateway.service import GatewayService
 from securechat.keys import Suite, WorkerKeys
+from securechat.stream import MIN_FRAME_BYTES
 from securechat.tenants.auth import AuthMode, AuthSettings
 from securechat.tenants.settings import TenantsSettings
 from securechat.tenants.store import TenantStore
@@ -51,6 +52,10 @@ REGION = "us-west-1"
 TENANT = "tenant1"
 REGISTERS = {"code": "11" * 32, "config": "22" * 32, "model": "33" * 32}
 ANSWER = ("Hello", ", ", "world")
+# The smallest frames: a scripted engine answers at once, so its whole answer is one flush, cut into frames of
+# FRAME_CAPACITY bytes of text each (deterministic, whatever the machine's timing).
+SMALL_FRAMES = StreamSettings(frame_bytes=MIN_FRAME_BYTES)
+FRAME_CAPACITY = MIN_FRAME_BYTES - 3
 
 
 @dataclass
@@ -107,6 +112,7 @@ def make_worker(
     *,
     debug: bool = False,
     chunks: Sequence[str] = ANSWER,
+    stream: StreamSettings = SMALL_FRAMES,
 ) -> EnclaveWorker:
     worker = EnclaveWorker(
         worker_id,
@@ -115,6 +121,7 @@ def make_worker(
         8,
         keys=WorkerKeys.generate((Suite.HPKE_X25519,)),  # RSA key generation is slow and not needed here
         attester_factory=lambda identity: Attester(root, identity, registers, key_ttl_s=3600, debug=debug),
+        stream=stream,
     )
     asyncio.run(worker.start())
     return worker

@@ -56,7 +56,7 @@ class ScriptedEngine(Engine):
                     await asyncio.sleep(self.delay_s)
                 sent += 1
                 yield TextChunk(text=text, num_tokens=1)
-        except GeneratorExit:
+        except (GeneratorExit, asyncio.CancelledError):  # closed, or its consumer task was cancelled
             self.closed_early += 1
             raise
         stats = GenerationStats(ttft_ms=1.0, total_ms=10.0, input_tokens=3, output_tokens=sent)
@@ -72,7 +72,7 @@ class FakePool:
         self._next = 0
         self.reserved: dict[str, int] = dict.fromkeys(self.workers, 0)
         self.die_before_first_frame: set[str] = set()
-        self.die_after_frames: dict[str, int] = {}
+        self.die_after_items: dict[str, int] = {}  # items of wire bytes: the start frame, then one per flush
         self.dispatched_to: list[str] = []
 
     def choose(self) -> Any:
@@ -102,7 +102,7 @@ class FakePool:
         self.dispatched_to.append(selection.replica_id)
         if selection.replica_id in self.die_before_first_frame:
             raise WorkerLost()
-        limit = self.die_after_frames.get(selection.replica_id)
+        limit = self.die_after_items.get(selection.replica_id)
         worker = self.workers[selection.replica_id]
         count = 0
         async for frame in worker.run(Envelope.from_bytes(envelope), max_new_tokens):

@@ -13,12 +13,14 @@ import httpx
 import pytest
 
 from deployments.local import LocalApp
+from securechat.config import StreamSettings
 from securechat.engine.base import SamplingParams
 from securechat.envelope import SealedRequest, seal_request
 from securechat.framing import decode_frames
 from securechat.keys import RecipientKey
 from securechat.request_body import RequestBody
 from securechat.response import read_completion
+from securechat.stream import wire_frame_sizes
 from tests.ray_harness import BATCHED_REGION, FAULT_CHUNKS, FAULT_REGION, MAIN_REGION, kill_worker
 
 pytestmark = pytest.mark.ray
@@ -103,10 +105,10 @@ def test_prototype_curl_request_returns_well_formed_frames(ray_app: LocalApp) ->
     response = httpx.post(f"{ray_app.base_url}/infer", json=PROTOTYPE_REQUEST, timeout=60)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/octet-stream"
-    start, *data = decode_frames(response.content)
+    start, *data, final = decode_frames(response.content)
     assert start[0] == 0x03 and len(start) == 33  # the worker's run salt
-    assert all(frame[0] == 0x01 for frame in data)
-    assert [frame[1] & 1 for frame in data] == [0] * (len(data) - 1) + [1]  # exactly the last is final
+    assert data and all(frame[0] == 0x01 for frame in data) and final[0] == 0x04  # exactly the last is final
+    assert {len(frame) for frame in data} == {wire_frame_sizes(StreamSettings().frame_bytes)[0]}  # one size
 
 
 @pytest.mark.parametrize(

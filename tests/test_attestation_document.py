@@ -23,6 +23,7 @@ from securechat.attestation import (
     sign_manifest,
 )
 from securechat.attestation._canonical import canonical_json
+from securechat.config import StreamSettings
 from securechat.keys import Suite, WorkerKeys
 from securechat.worker import WorkerIdentity
 
@@ -182,7 +183,9 @@ def test_build_manifest_accepts_exactly_the_current_measurements(tmp_path: Path)
     (model / "config.json").write_text("{}")
     engine = {"kind": "hf", "model": "m", "dtype": "fp32", "quantization": "none", "attn_implementation": "sdpa"}
     config = runtime_config(
-        {**engine, "max_input_tokens": 8, "max_new_tokens": 8, "disable_eos": False, "options": {}}, debug=False
+        {**engine, "max_input_tokens": 8, "max_new_tokens": 8, "disable_eos": False, "options": {}},
+        debug=False,
+        stream=StreamSettings().model_dump(mode="json"),
     )
     manifest = build_manifest("securechat", "v1", package_dir=package, config=config, model_dir=model, now=NOW)
     assert set(manifest.registers) == {"code", "config", "model"}

@@ -37,8 +37,11 @@ def client_config(
     """What a user pins: the cluster's platform root, a release key, and a manifest for what the workers run."""
     directory = tmp_path_factory.mktemp("trust")
     create_release_key(directory / "release.pem")
-    engine = AppSettings.model_validate(APP_ARGS).engine_for(MAIN_REGION)
-    registers = measure_for_engine(engine.model_dump(mode="json"), debug=False)
+    settings = AppSettings.model_validate(APP_ARGS)
+    engine = settings.engine_for(MAIN_REGION)
+    registers = measure_for_engine(
+        engine.model_dump(mode="json"), debug=False, stream=settings.stream.model_dump(mode="json")
+    )
     manifest = manifest_for_registers("securechat", "ray-test", registers)
     save_manifest(directory / "manifest.json", sign_manifest(manifest, load_release_key(directory / "release.pem")))
     return ClientConfig(

@@ -11,7 +11,19 @@ from securechat.client import InvalidCiphertext, ResponseFailed, SecureChatClien
 from securechat.errors import ErrorCode
 from securechat.framing import encode_frame
 from securechat.stream import make_error_frame
-from tests.client_harness import LocalService, Mutation, Tamper, TrustFiles, make_worker, serve_gateway
+from tests.client_harness import (
+    FRAME_CAPACITY,
+    LocalService,
+    Mutation,
+    Tamper,
+    TrustFiles,
+    make_worker,
+    serve_gateway,
+)
+
+# One full frame of text each, then a short one: the answer's frames are exactly these three texts.
+TEXTS = ("1" * FRAME_CAPACITY, "2" * FRAME_CAPACITY, "three")
+ANSWER = "".join(TEXTS)
 
 
 def _join(frames: list[bytes]) -> bytes:
@@ -29,7 +41,7 @@ def trust(tmp_path_factory: pytest.TempPathFactory) -> TrustFiles:
 
 @pytest.fixture
 def service(trust: TrustFiles) -> Iterator[LocalService]:
-    with serve_gateway([make_worker("w0", trust.root, chunks=("one ", "two ", "three"))]) as running:
+    with serve_gateway([make_worker("w0", trust.root, chunks=TEXTS)]) as running:
         yield running
 
 
@@ -44,15 +56,15 @@ def _read(service: LocalService, trust: TrustFiles, mutate: Mutation) -> tuple[l
 
 def test_untouched_frames_pass(service: LocalService, trust: TrustFiles) -> None:
     client = SecureChatClient(trust.client_config(service.url), httpx.Client(transport=Tamper(_join)))
-    assert client.chat("Hi") == "one two three"
+    assert client.chat("Hi") == ANSWER
 
 
 @pytest.mark.parametrize(
     ("mutate", "num_good_pieces"),
     [
-        # f[0] is the worker's start frame (its run salt), then the three chunks, then the final frame.
+        # f[0] is the worker's start frame (its run salt), then the three text frames, then the final frame.
         (lambda f: _join([f[0], f[1], _flip_last_byte(f[2]), *f[3:]]), 1),  # tampered ciphertext
-        (lambda f: _join([f[0], f[1][:2] + bytes([1]) + f[1][3:], *f[2:]]), 0),  # final flag on the first chunk
+        (lambda f: _join([f[0], bytes([4]) + f[1][1:], *f[2:]]), 0),  # the first text frame relabelled final
         (lambda f: _join([f[0], f[2], f[1], *f[3:]]), 0),  # reordered
         (lambda f: _join([f[0], f[1], f[1], *f[2:]]), 1),  # replayed frame
         (lambda f: _join(f[:-1]), 3),  # final frame dropped: truncated at a frame boundary
@@ -67,7 +79,7 @@ def test_tampering_raises_invalid_ciphertext(
 ) -> None:
     pieces, error = _read(service, trust, mutate)
     assert isinstance(error, InvalidCiphertext) and str(error) == "invalid ciphertext"
-    assert pieces == ["one ", "two ", "three"][:num_good_pieces]  # only authenticated text was ever yielded
+    assert pieces == list(TEXTS[:num_good_pieces])  # only authenticated text was ever yielded
 
 
 def test_a_frame_spliced_from_another_request_raises(service: LocalService, trust: TrustFiles) -> None:
@@ -80,7 +92,7 @@ def test_a_frame_spliced_from_another_request_raises(service: LocalService, trus
         return _join([stolen[0], *frames[1:]])
 
     client = SecureChatClient(trust.client_config(service.url), httpx.Client(transport=Tamper(keep_then_splice)))
-    assert client.chat("Hi") == "one two three"
+    assert client.chat("Hi") == ANSWER
     with pytest.raises(InvalidCiphertext):
         client.chat("Hi")
 
@@ -88,4 +100,4 @@ def test_a_frame_spliced_from_another_request_raises(service: LocalService, trus
 def test_an_error_frame_ends_the_stream_with_its_code(service: LocalService, trust: TrustFiles) -> None:
     pieces, error = _read(service, trust, lambda f: _join([f[0], f[1], make_error_frame(ErrorCode.WORKER_LOST, "x")]))
     assert isinstance(error, ResponseFailed) and error.code == "worker_lost"
-    assert pieces == ["one "]
+    assert pieces == [TEXTS[0]]

@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from securechat.config import DispatchSettings
+from securechat.config import DispatchSettings, StreamSettings
 from securechat.dispatcher import InferenceDispatcher
 from securechat.envelope import SealedRequest, seal_request
 from securechat.framing import decode_frames
@@ -23,8 +23,18 @@ def key_sets() -> list[WorkerKeys]:
 
 
 def make_pool(key_sets: list[WorkerKeys], count: int = 2, **engine_kw: object) -> FakePool:
+    """Workers whose answers are two items after the start frame: the first text ("Hello", at once), then the
+    rest (", world") with the final frame, since the flush clock is far slower than the engine."""
+    engine_kw = {"delay_s": 0.01, **engine_kw}
     workers = [
-        EnclaveWorker(f"w{i}", REGION, ScriptedEngine(**engine_kw), max_new_tokens=8, keys=key_sets[i])  # type: ignore[arg-type]
+        EnclaveWorker(
+            f"w{i}",
+            REGION,
+            ScriptedEngine(**engine_kw),  # type: ignore[arg-type]
+            max_new_tokens=8,
+            keys=key_sets[i],
+            stream=StreamSettings(flush_interval_ms=5_000),
+        )
         for i in range(count)
     ]
     for worker in workers:
@@ -86,8 +96,8 @@ def test_replica_lost_before_first_frame_is_retried(key_sets: list[WorkerKeys]) 
 
 def test_replica_lost_mid_stream_gives_a_typed_error_frame(key_sets: list[WorkerKeys]) -> None:
     pool = make_pool(key_sets)
-    pool.die_after_frames["replica-0"] = 2  # after the start frame and one chunk
-    pool.die_after_frames["replica-1"] = 2
+    pool.die_after_items["replica-0"] = 2  # after the start frame and the first text
+    pool.die_after_items["replica-1"] = 2
     dispatcher = InferenceDispatcher({REGION: pool})
     events = run(dispatcher, seal(keys_of(*key_sets[:2])))
     assert events == [TextEvent("Hello"), ErrorEvent("worker_lost", "req-1")]
@@ -167,7 +177,7 @@ def test_choose_timeout_is_overloaded(key_sets: list[WorkerKeys]) -> None:
 def test_replica_lost_right_after_its_start_frame_is_still_retried(key_sets: list[WorkerKeys]) -> None:
     """The start frame carries no answer: the dispatcher holds it back, so losing the replica then is a retry."""
     pool = make_pool(key_sets)
-    pool.die_after_frames["replica-0"] = 1
+    pool.die_after_items["replica-0"] = 1
     dispatcher = InferenceDispatcher({REGION: pool})
     events = run(dispatcher, seal(keys_of(*key_sets[:2])))
     assert events[0] == TextEvent("Hello") and isinstance(events[-1], FinalEvent)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,6 +27,8 @@ from securechat.engine.base import (
 from securechat.engine.batched import BatchedEngine, BatchedEngineConfig
 from securechat.engine.batched.core import EngineCore, load_core
 from securechat.engine.batched.detokenizer import IncrementalDetokenizer
+from securechat.engine.batched.engine_process import EngineProcess
+from securechat.engine.batched.engine_thread import EngineThread
 from securechat.engine.batched.kv_cache import KVCache
 from securechat.engine.batched.model import AttentionMetadata, Qwen2Model
 from securechat.engine.batched.sequence import Sequence
@@ -81,9 +87,19 @@ def core(tiny_model_path: Path) -> EngineCore:
     return load_core(_config(), CPU)
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_model_path: Path) -> Iterator[BatchedEngine]:
-    engine = BatchedEngine(_config(max_batch_size=4))
+@pytest.fixture(scope="module", params=["thread", "process"])
+def engine(tiny_model_path: Path, request: pytest.FixtureRequest) -> Iterator[BatchedEngine]:
+    """Both owners of the core: the same answers whether the model steps in a thread or its own process."""
+    engine = BatchedEngine(_config(max_batch_size=4, core=request.param))
+    asyncio.run(engine.start())
+    yield engine
+    asyncio.run(engine.close())
+
+
+@pytest.fixture
+def engine_process(tiny_model_path: Path) -> Iterator[BatchedEngine]:
+    """A process engine of its own (tests that kill its child)."""
+    engine = BatchedEngine(_config(max_batch_size=2, core="process"))
     asyncio.run(engine.start())
     yield engine
     asyncio.run(engine.close())
@@ -283,16 +299,17 @@ def test_prompt_too_long(engine: BatchedEngine) -> None:
 
 
 def test_engine_thread_failure_fails_requests_and_kills_engine(tiny_model_path: Path) -> None:
-    doomed = BatchedEngine(_config(max_batch_size=2))
+    doomed = BatchedEngine(_config(max_batch_size=2, core="thread"))
 
     async def run() -> None:
         await doomed.start()
-        assert doomed._core is not None
+        client = doomed.core_client
+        assert isinstance(client, EngineThread) and client.core is not None
 
         def explode(*args: Any) -> list[int]:
             raise RuntimeError("boom")
 
-        doomed._core.runner.run = explode  # type: ignore[method-assign, assignment]
+        client.core.runner.run = explode  # type: ignore[method-assign, assignment]
         with pytest.raises(EngineDeadError):
             await _collect(doomed.generate(_request(PROMPTS[0], max_new_tokens=4)))
         with pytest.raises(EngineDeadError):
@@ -300,6 +317,61 @@ def test_engine_thread_failure_fails_requests_and_kills_engine(tiny_model_path: 
         await doomed.close()
 
     asyncio.run(run())
+
+
+def test_the_engine_process_dying_fails_requests_and_kills_engine(engine_process: BatchedEngine) -> None:
+    """The child that steps the model is killed mid-answer: the answer and every later request fail at once."""
+    client = engine_process.core_client
+    assert isinstance(client, EngineProcess) and client.pid is not None
+
+    async def run() -> None:
+        stream = engine_process.generate(_request(PROMPTS[0], max_new_tokens=64))
+        await anext(stream)
+        os.kill(client.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        with pytest.raises(EngineDeadError):
+            await _collect(stream)
+        with pytest.raises(EngineDeadError):
+            await _collect(engine_process.generate(_request(PROMPTS[1], max_new_tokens=4)))
+
+    asyncio.run(asyncio.wait_for(run(), timeout=30))
+
+
+def test_the_engine_process_exits_when_its_replica_dies(tiny_model_path: Path, tmp_path: Path) -> None:
+    """A replica killed without any clean-up must not leave its model process behind."""
+    script = tmp_path / "replica.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from securechat.engine.batched import BatchedEngine, BatchedEngineConfig\n"
+        "async def main():\n"
+        "    engine = BatchedEngine(BatchedEngineConfig(model=sys.argv[1], device='cpu', max_batch_size=1,"
+        " max_input_tokens=64, max_new_tokens=8))\n"
+        "    await engine.start()\n"
+        "    print(engine.core_client.pid, flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "asyncio.run(main())\n"
+    )
+    replica = subprocess.Popen(
+        [sys.executable, str(script), TINY_MODEL_NAME], stdout=subprocess.PIPE, text=True, env=os.environ.copy()
+    )
+    try:
+        assert replica.stdout is not None
+        child_pid = int(replica.stdout.readline())
+        assert _alive(child_pid)
+    finally:
+        replica.kill()
+        replica.wait()
+    deadline = time.monotonic() + 20
+    while _alive(child_pid):
+        assert time.monotonic() < deadline, "the engine process outlived its replica"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"  # a zombie has exited, only its parent has not reaped it
+    except FileNotFoundError:
+        return False
 
 
 def test_detokenizer_never_splits_a_character(tokenizer: Any) -> None:

@@ -10,7 +10,7 @@ from securechat.envelope import Envelope, EnvelopeHeader, open_request, seal_req
 from securechat.errors import InvalidCiphertext
 from securechat.keys import RecipientKey, Suite, WorkerKeys
 
-VECTORS: dict[str, Any] = json.loads((Path(__file__).parent / "vectors" / "securechat_v1.json").read_text())
+VECTORS: dict[str, Any] = json.loads((Path(__file__).parent / "vectors" / "securechat_v2.json").read_text())
 IDS = {"request_id": "req-0001", "tenant_id": "tenant1", "mode": "plain", "region": "us-west-1"}
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from securechat.config import AppSettings, GatewaySettings, RegionSettings
+from securechat.config import AppSettings, GatewaySettings, RegionSettings, StreamSettings
 from securechat.dispatcher import InferenceDispatcher
 from securechat.envelope import seal_request
 from securechat.framing import decode_frames
@@ -47,7 +47,13 @@ def key_sets() -> list[WorkerKeys]:
 
 @pytest.fixture
 def stack(key_sets: list[WorkerKeys]) -> Iterator[tuple[httpx.AsyncClient, FakePool, Recorder]]:
-    workers = [EnclaveWorker(f"w{i}", "us-west-1", ScriptedEngine(), 8, keys=k) for i, k in enumerate(key_sets)]
+    # Each answer leaves as two items after the start frame: "Hello" at once, then ", world" with the final
+    # frame (the flush clock is far slower than the engine).
+    slow_flushes = StreamSettings(flush_interval_ms=5_000)
+    workers = [
+        EnclaveWorker(f"w{i}", "us-west-1", ScriptedEngine(delay_s=0.01), 8, keys=k, stream=slow_flushes)
+        for i, k in enumerate(key_sets)
+    ]
     for worker in workers:
         asyncio.run(worker.start())
     pool = FakePool(workers)
@@ -78,9 +84,10 @@ def test_plain_prompt_returns_well_formed_frames(stack: Any) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/octet-stream"
     frames = decode_frames(response.content)
-    assert len(frames) == 5 and frames[0][0] == 0x03 and all(f[0] == 0x01 for f in frames[1:])
+    assert [f[0] for f in frames] == [0x03, 0x01, 0x01, 0x04]  # start, "Hello", ", world", final
+    assert len(frames[1]) == len(frames[2])  # one size, whatever the text
     assert b"Hello" not in response.content
-    assert recorder.calls == [(200, 5, len(response.content))]
+    assert recorder.calls == [(200, 4, len(response.content))]
 
 
 def test_client_sealed_request_decrypts_to_the_output(stack: Any) -> None:
@@ -112,8 +119,8 @@ def test_sse_streams_decrypted_text_for_gateway_sealed_prompts(stack: Any) -> No
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
     events = [block.split("\n") for block in response.text.strip().split("\n\n")]
     names = [e[0].removeprefix("event: ") for e in events]
-    assert names == ["token", "token", "token", "done"]
-    assert "".join(json.loads(e[1].removeprefix("data: "))["text"] for e in events[:3]) == "Hello, world"
+    assert names == ["token", "token", "done"]
+    assert "".join(json.loads(e[1].removeprefix("data: "))["text"] for e in events[:2]) == "Hello, world"
 
 
 def test_sse_is_refused_for_client_sealed_envelopes(stack: Any) -> None:
@@ -235,7 +242,7 @@ def test_workers_endpoint_lists_state_without_secrets(stack: Any, key_sets: list
 
 def test_mid_stream_loss_reaches_the_client_as_an_error_frame(stack: Any) -> None:
     client, pool, _ = stack
-    pool.die_after_frames = {"replica-0": 2, "replica-1": 2}  # after the start frame and one chunk
+    pool.die_after_items = {"replica-0": 2, "replica-1": 2}  # after the start frame and the first text
     response = call(client, "POST", "/infer", json=PLAIN)
     assert response.status_code == 200
     frames = decode_frames(response.content)
@@ -304,7 +311,8 @@ def test_orchestrator_loss_is_never_a_silent_truncation(stack: Any, after: int) 
 
 
 class CorruptingBackend(LocalBackend):
-    """Flips one byte of the third frame on its way through (a broken or malicious hop)."""
+    """Flips the last byte of the second item (the final frame's tag) on its way through (a broken or malicious
+    hop)."""
 
     def __init__(self, inner: LocalBackend) -> None:
         self.__dict__.update(inner.__dict__)
@@ -313,7 +321,7 @@ class CorruptingBackend(LocalBackend):
         index = 0
         async for frame in super().infer(envelope, max_new_tokens):
             index += 1
-            yield frame[:-1] + bytes([frame[-1] ^ 1]) if index == 3 else frame
+            yield frame[:-1] + bytes([frame[-1] ^ 1]) if index == 2 else frame
 
 
 def test_sse_stream_that_fails_verification_ends_with_an_error_event(stack: Any) -> None:
@@ -322,7 +330,7 @@ def test_sse_stream_that_fails_verification_ends_with_an_error_event(stack: Any)
     service.backend = CorruptingBackend(service.backend)
     response = call(client, "POST", "/infer", json=PLAIN, headers={"Accept": "text/event-stream"})
     events = [block.split("\n")[0] for block in response.text.strip().split("\n\n")]
-    assert events == ["event: token", "event: error"]  # one verified token, then an explicit failure
+    assert events == ["event: token", "event: token", "event: error"]  # verified text, then an explicit failure
 
 
 def test_a_response_that_never_starts_still_releases_its_lease(stack: Any) -> None:

@@ -14,6 +14,7 @@ from securechat.client import SecureChatClient
 from securechat.framing import encode_frame
 from securechat.proxy import MODEL_ID, create_proxy_app
 from tests.client_harness import (
+    FRAME_CAPACITY,
     REGISTERS,
     LocalService,
     Tamper,
@@ -23,7 +24,8 @@ from tests.client_harness import (
     serve_gateway,
 )
 
-ANSWER = ("Sealed ", "end ", "to ", "end.")
+# The first piece fills one frame exactly, so the answer arrives as two text frames: ANSWER[0], then the rest.
+ANSWER = ("x" * FRAME_CAPACITY, "Sealed ", "end ", "to ", "end.")
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +137,7 @@ def test_only_loopback_host_headers_are_served(proxy_url: str) -> None:
 
 
 def test_a_tampered_answer_is_an_error_never_text(service: LocalService, trust: TrustFiles) -> None:
-    def flip_second_frame(frames: list[bytes]) -> bytes:  # frames[0] is the start frame, [1] the first chunk
+    def flip_second_frame(frames: list[bytes]) -> bytes:  # frames[0] is the start frame, [1] the first text
         frames[2] = frames[2][:-1] + bytes([frames[2][-1] ^ 1])
         return b"".join(encode_frame(frame) for frame in frames)
 

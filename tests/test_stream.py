@@ -5,26 +5,36 @@ import pytest
 
 from securechat.errors import ErrorCode, InvalidCiphertext
 from securechat.stream import (
+    MAX_FRAME_BYTES,
+    MIN_FRAME_BYTES,
     ErrorEvent,
     FinalEvent,
     ResponseOpener,
     ResponseSealer,
     StartEvent,
     TextEvent,
+    TrailerPartEvent,
+    Usage,
+    _aad,
+    _nonce,
     make_error_frame,
+    read_usage,
+    split_utf8,
+    wire_frame_sizes,
 )
 from tests.test_envelope import VECTORS
+from tests.vectors.make_vectors import known_answer_frames
 
 DEK = os.urandom(32)
+FRAME_BYTES = 512
 
 
-def frames_for(request_id: str, chunks: list[str], dek: bytes = DEK) -> list[bytes]:
-    sealer = ResponseSealer(dek, request_id)
-    return [
-        sealer.start_frame,
-        *(sealer.seal_chunk(c) for c in chunks),
-        sealer.seal_final({"output_tokens": len(chunks)}),
-    ]
+def frames_for(request_id: str, texts: list[str], dek: bytes = DEK, frame_bytes: int = FRAME_BYTES) -> list[bytes]:
+    sealer = ResponseSealer(dek, request_id, frame_bytes)
+    frames = [sealer.start_frame]
+    for text in texts:
+        frames += sealer.seal_text(text)
+    return frames + sealer.seal_final({"output_tokens": len(texts)}, usage=Usage(3, len(texts)))
 
 
 def read_all(frames: list[bytes], request_id: str = "r1", dek: bytes = DEK) -> list[object]:
@@ -34,6 +44,10 @@ def read_all(frames: list[bytes], request_id: str = "r1", dek: bytes = DEK) -> l
     return events
 
 
+def text_of(events: list[object]) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextEvent))
+
+
 def test_round_trip() -> None:
     events = read_all(frames_for("r1", ["a", "ß✓", ""]))
     assert events == [
@@ -41,8 +55,108 @@ def test_round_trip() -> None:
         TextEvent("a"),
         TextEvent("ß✓"),
         TextEvent(""),
-        FinalEvent({"output_tokens": 3}, None),
+        FinalEvent({"output_tokens": 3}, None, Usage(3, 3)),
     ]
+
+
+def test_every_data_frame_has_one_size_whatever_its_text() -> None:
+    """The host sees sizes only: a frame holding one byte and one holding a full frame's worth look alike."""
+    frames = frames_for("r1", ["a", "x" * (FRAME_BYTES - 3), "✓" * 20, ""])
+    data_size, final_size = wire_frame_sizes(FRAME_BYTES)
+    assert [len(f) for f in frames[1:-1]] == [data_size] * 4
+    assert len(frames[-1]) == final_size
+
+
+def test_text_beyond_one_frame_continues_in_the_next_without_cutting_a_character() -> None:
+    text = "é" * 300 + "日本語" * 200 + "🙂" * 100  # 2-, 3- and 4-byte characters, ~2.4 KB
+    frames = frames_for("r1", [text])
+    events = read_all(frames)
+    assert len(frames) > 5  # start, several text frames, final
+    assert all(isinstance(e, TextEvent) and e.text for e in events[1:-1])  # each frame decodes on its own
+    assert text_of(events) == text
+
+
+@pytest.mark.parametrize("capacity", [1, 2, 3, 4, 5, 509])
+def test_split_utf8_keeps_characters_whole(capacity: int) -> None:
+    data = ("a🙂é日" * 50).encode()
+    pieces = split_utf8(data, max(capacity, 4))
+    assert b"".join(pieces) == data
+    assert all(len(p) <= max(capacity, 4) for p in pieces)
+    for piece in pieces:
+        piece.decode("utf-8")  # raises if a character was cut
+
+
+def test_a_long_trailer_spans_frames_and_ends_in_the_final_one() -> None:
+    sealer = ResponseSealer(DEK, "r1", FRAME_BYTES)
+    metrics = {"citations": [{"doc": "d" * 60, "chunk": i, "score": 0.5} for i in range(20)]}
+    frames = [sealer.start_frame, *sealer.seal_final(metrics, usage=Usage(1, 0))]
+    events = read_all(frames)
+    assert len(frames) > 3
+    assert all(isinstance(e, TrailerPartEvent) for e in events[1:-1])
+    assert events[-1] == FinalEvent(metrics, None, Usage(1, 0))
+
+
+def test_the_largest_metrics_trailer_fits_one_frame_of_the_smallest_size() -> None:
+    """MIN_FRAME_BYTES is chosen so the final frame alone carries any metrics a worker writes: an answer then
+    always ends with exactly one trailer frame, whatever its numbers."""
+    worst = {
+        "worker_id": "r" * 64 + "-" + "x" * 36,
+        "ttft_ms": 123456789.123,
+        "total_ms": 123456789.123,
+        "input_tokens": 2**31,
+        "output_tokens": 2**31,
+        "tokens_per_sec": 123456789.123,
+        "finish_reason": "length",
+    }
+    sealer = ResponseSealer(DEK, "r1", MIN_FRAME_BYTES)
+    assert len(sealer.seal_final(worst, ErrorCode.ENGINE_FAILED, Usage(2**31, 2**31))) == 1
+
+
+def test_frame_size_bounds_are_enforced() -> None:
+    for bad in (MIN_FRAME_BYTES - 1, MAX_FRAME_BYTES + 1):
+        with pytest.raises(ValueError):
+            ResponseSealer(DEK, "r1", bad)
+
+
+def test_a_frame_of_another_size_is_refused() -> None:
+    """Frames of one answer share one size; a correctly sealed frame of another size (what a worker leaking
+    through sizes would send) is refused."""
+    small = ResponseSealer(DEK, "r1", 512)
+    start = small.start_frame
+    large = ResponseSealer(DEK, "r1", 1024, _salt=start[1:])  # same key, other size
+    large.seal_text("a")  # advance to seq 1
+    with pytest.raises(InvalidCiphertext):
+        read_all([start, *small.seal_text("a"), *large.seal_text("b")])
+
+
+def test_usage_is_readable_in_the_clear_and_authenticated() -> None:
+    frames = frames_for("r1", ["a", "b"])
+    assert read_usage(frames[-1]) == Usage(3, 2)
+    assert all(read_usage(frame) is None for frame in frames[:-1])
+    forged = bytearray(frames[-1])
+    forged[9:13] = (10**6).to_bytes(4, "big")  # inflate output_tokens
+    with pytest.raises(InvalidCiphertext):
+        read_all([*frames[:-1], bytes(forged)])
+
+
+def test_tampered_padding_is_refused() -> None:
+    """Padding is inside the AEAD: flipping a ciphertext byte over the padding fails like any tampering."""
+    start, text, final = frames_for("r1", ["a"])
+    tampered = bytearray(text)
+    tampered[-20] ^= 0x01  # a byte of the padded region, just before the tag
+    with pytest.raises(InvalidCiphertext):
+        read_all([start, bytes(tampered), final])
+
+
+def test_a_worker_that_pads_with_garbage_is_refused() -> None:
+    """Even correctly sealed, non-zero padding (a side channel from a buggy or hostile worker) is refused."""
+    sealer = ResponseSealer(DEK, "r1", FRAME_BYTES)
+    start = sealer.start_frame
+    plaintext = b"\x01\x00\x01a" + b"\x07" * (FRAME_BYTES - 4)
+    prefix = b"\x01" + (0).to_bytes(4, "big")
+    frame = prefix + sealer._aead.encrypt(_nonce(0), plaintext, _aad("r1", prefix))
+    with pytest.raises(InvalidCiphertext):
+        read_all([start, frame])
 
 
 def test_truncated_stream_is_detected() -> None:
@@ -91,11 +205,24 @@ def test_data_before_the_start_frame_and_a_second_start_are_refused() -> None:
         read_all([bytes([0x03]) + b"\0" * 32, a, final])
 
 
-def test_final_flag_cannot_be_forged() -> None:
+def test_final_type_cannot_be_forged() -> None:
     start, a, _, _ = frames_for("r1", ["a", "b"])
-    forged = a[:1] + b"\x01" + a[2:]  # set final on a chunk frame
+    forged = b"\x04" + a[1:5] + b"\0" * 8 + a[5:]  # relabel a text frame as the final one
     with pytest.raises(InvalidCiphertext):
         read_all([start, forged])
+    dropped = frames_for("r1", ["a"])  # or drop the final frame's type to end a stream early
+    with pytest.raises(InvalidCiphertext):
+        read_all([dropped[0], dropped[1], b"\x01" + dropped[2][1:5] + dropped[2][13:]])
+
+
+def test_text_after_a_trailer_part_is_refused() -> None:
+    trailer_sealer = ResponseSealer(DEK, "r1", FRAME_BYTES)
+    start = trailer_sealer.start_frame
+    first_part = trailer_sealer.seal_final({"long": "z" * 1000})[0]  # seq 0
+    text_sealer = ResponseSealer(DEK, "r1", FRAME_BYTES, _salt=start[1:])  # same key
+    late_text = text_sealer.seal_text("early")[0] and text_sealer.seal_text("late")[0]  # seq 1
+    with pytest.raises(InvalidCiphertext):
+        read_all([start, first_part, late_text])
 
 
 def test_frames_after_final_are_refused() -> None:
@@ -120,20 +247,16 @@ def test_sealer_refuses_after_final() -> None:
     sealer = ResponseSealer(DEK, "r1")
     sealer.seal_final({})
     with pytest.raises(RuntimeError):
-        sealer.seal_chunk("late")
+        sealer.seal_text("late")
 
 
 @pytest.mark.parametrize("case", VECTORS["cases"], ids=lambda c: c["suite"])
 def test_known_answer_response_frames(case: dict[str, object]) -> None:
     dek = bytes.fromhex(VECTORS["dek_hex"])
     request_id = VECTORS["header"]["request_id"]
-    sealer = ResponseSealer(dek, request_id, _salt=bytes.fromhex(VECTORS["run_salt_hex"]))
-    ours = [
-        sealer.start_frame,
-        sealer.seal_chunk("Hello"),
-        sealer.seal_chunk(" ✓"),
-        sealer.seal_final({"output_tokens": 2}),
-    ]
+    ours = known_answer_frames()
     assert [frame.hex() for frame in ours] == case["response_frames_hex"]
     events = read_all(ours, request_id=request_id, dek=dek)
     assert events[:3] == [StartEvent(), TextEvent("Hello"), TextEvent(" ✓")]
+    assert isinstance(events[3], TrailerPartEvent) and isinstance(events[-1], FinalEvent)
+    assert events[-1].usage == Usage(9, 2) and events[-1].metrics["output_tokens"] == 2

@@ -3,13 +3,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from securechat.config import StreamSettings
 from securechat.engine.base import EngineDeadError, EngineError, GenerationStats, SamplingParams
 from securechat.envelope import Envelope, seal_request
 from securechat.errors import ErrorCode
+from securechat.framing import decode_frames
 from securechat.keys import Suite, WorkerKeys
 from securechat.request_body import RequestBody
 from securechat.state import WorkerState
-from securechat.stream import ErrorEvent, FinalEvent, ResponseOpener, StartEvent, TextEvent
+from securechat.stream import ErrorEvent, FinalEvent, ResponseOpener, StartEvent, TextEvent, Usage, wire_frame_sizes
 from securechat.worker import EnclaveWorker
 from tests.fakes import ScriptedEngine
 
@@ -35,9 +37,14 @@ def keys() -> WorkerKeys:
     return WorkerKeys.generate()
 
 
-def make_worker(keys: WorkerKeys, engine: ScriptedEngine) -> tuple[EnclaveWorker, RecordingObserver]:
+SLOW_FLUSHES = StreamSettings(flush_interval_ms=5_000)  # after the first text, everything waits for the end
+
+
+def make_worker(
+    keys: WorkerKeys, engine: ScriptedEngine, stream: StreamSettings = SLOW_FLUSHES
+) -> tuple[EnclaveWorker, RecordingObserver]:
     observer = RecordingObserver()
-    worker = EnclaveWorker("w1", "us-west-1", engine, max_new_tokens=16, keys=keys, observer=observer)
+    worker = EnclaveWorker("w1", "us-west-1", engine, max_new_tokens=16, keys=keys, observer=observer, stream=stream)
     return worker, observer
 
 
@@ -54,8 +61,9 @@ def seal(keys: WorkerKeys, prompt: str = "hi", request_id: str = "req-1", suite:
     )
 
 
-async def collect(frames: AsyncIterator[bytes]) -> list[bytes]:
-    return [frame async for frame in frames]
+async def collect(items: AsyncIterator[bytes]) -> list[bytes]:
+    """The worker's items of wire bytes, as frames."""
+    return decode_frames(b"".join([item async for item in items]))
 
 
 def read(sealed, frames: list[bytes]) -> list[object]:  # type: ignore[no-untyped-def]
@@ -69,17 +77,21 @@ def read(sealed, frames: list[bytes]) -> list[object]:  # type: ignore[no-untype
 
 
 @pytest.mark.parametrize("suite", list(Suite))
-def test_pipeline_streams_sealed_chunks_and_metrics(keys: WorkerKeys, suite: Suite) -> None:
-    engine = ScriptedEngine()
+def test_pipeline_streams_sealed_flushes_and_metrics(keys: WorkerKeys, suite: Suite) -> None:
+    engine = ScriptedEngine(delay_s=0.01)
     sealed = seal(keys, "the prompt", suite=suite)
     worker, observer = make_worker(keys, engine)
     asyncio.run(worker.start())
     frames = asyncio.run(collect(worker.run(sealed.envelope)))
     events = read(sealed, frames)
-    assert events[:3] == [TextEvent("Hello"), TextEvent(", "), TextEvent("world")]
+    # The first text leaves at once; the rest waits for the next tick or, here, the end.
+    assert events[:2] == [TextEvent("Hello"), TextEvent(", world")]
     final = events[-1]
     assert isinstance(final, FinalEvent) and final.error is None
     assert final.metrics["output_tokens"] == 3 and final.metrics["worker_id"] == "w1"
+    assert final.usage == Usage(input_tokens=3, output_tokens=3)
+    data_size, final_size = wire_frame_sizes(SLOW_FLUSHES.frame_bytes)
+    assert [len(f) for f in frames[1:]] == [data_size, data_size, final_size]
     assert engine.seen[-1].messages[0].content == "the prompt"
     assert observer.transitions == [
         ("MODEL_LOADING", "READY"),
@@ -102,7 +114,7 @@ def test_envelope_for_another_worker_gets_an_error_frame(keys: WorkerKeys) -> No
 
 
 def test_engine_error_mid_stream_gives_sealed_error_and_ready(keys: WorkerKeys) -> None:
-    worker, observer = make_worker(keys, ScriptedEngine(fail_after=1, failure=EngineError("oops")))
+    worker, observer = make_worker(keys, ScriptedEngine(fail_after=1, failure=EngineError("oops"), delay_s=0.01))
     asyncio.run(worker.start())
     sealed = seal(keys)
     events = read(sealed, asyncio.run(collect(worker.run(sealed.envelope))))
@@ -169,7 +181,7 @@ def test_consumer_closing_early_cancels_generation(keys: WorkerKeys) -> None:
         await worker.start()
         stream = worker.run(seal(keys).envelope)
         await anext(stream)  # the start frame
-        await anext(stream)  # the first chunk: generation is under way
+        await anext(stream)  # the first text: generation is under way
         await stream.aclose()  # type: ignore[attr-defined]
 
     asyncio.run(scenario())
@@ -187,7 +199,7 @@ def test_requests_queue_behind_the_engine_limit(keys: WorkerKeys) -> None:
         return await asyncio.gather(*(collect(worker.run(s.envelope)) for s in sealed))
 
     results = asyncio.run(scenario())
-    assert all(len(frames) == 4 for frames in results)  # start, two chunks, final
+    assert all(len(frames) == 4 for frames in results)  # start, first text, the rest, final
     assert ("STREAMING", "BUSY") not in observer.transitions  # one at a time: no overlap
     assert worker.state is WorkerState.READY
 

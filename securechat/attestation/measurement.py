@@ -2,7 +2,8 @@
 
 - ``code``: every ``.py`` file of the ``securechat`` package (what the worker executes).
 - ``config``: the runtime settings that change what the worker computes or reveals (engine, model, precision,
-  limits, debug), as canonical JSON; placement settings such as ``device`` are left out on purpose.
+  limits, debug, and how answers leave it: flush cadence, frame size, constant rate), as canonical JSON;
+  placement settings such as ``device`` are left out on purpose.
 - ``model``: every non-hidden file of the model directory (config, tokenizer, weights, chat templates, any
   custom code). Measuring all files, not a list of known names, fails closed: a file the loader reads cannot
   slip past the measurement. Hidden entries (``.cache/`` download metadata, ``.git``) are skipped because they
@@ -55,12 +56,13 @@ def measure_code(package_dir: Path) -> str:
     return _hash_files(CODE, package_dir, files)
 
 
-def runtime_config(engine: Mapping[str, Any], *, debug: bool) -> dict[str, Any]:
-    """The part of the engine settings (``EngineSettings.model_dump()``) that the config register covers."""
+def runtime_config(engine: Mapping[str, Any], *, debug: bool, stream: Mapping[str, Any]) -> dict[str, Any]:
+    """What the config register covers: part of the engine settings (``EngineSettings.model_dump()``), debug,
+    and the stream settings (``StreamSettings.model_dump()``), which decide what the host sees of an answer."""
     missing = [name for name in CONFIG_FIELDS if name not in engine]
     if missing:
         raise ValueError("engine settings lack a measured field")
-    return {**{name: engine[name] for name in CONFIG_FIELDS}, "debug": debug}
+    return {**{name: engine[name] for name in CONFIG_FIELDS}, "debug": debug, "stream": dict(stream)}
 
 
 def measure_config(config: Mapping[str, Any]) -> str:
@@ -127,9 +129,9 @@ def _hash_files(register: str, root: Path, files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def measure_for_engine(engine: Mapping[str, Any], *, debug: bool) -> dict[str, str]:
+def measure_for_engine(engine: Mapping[str, Any], *, debug: bool, stream: Mapping[str, Any]) -> dict[str, str]:
     """The registers a worker running ``engine`` (an EngineSettings dump, JSON mode) measures; the manifest
     builder calls this too, so what a release allows is by construction what its workers report."""
     return measure_worker(
-        default_package_dir(), runtime_config(engine, debug=debug), model_dir_for(str(engine["model"]))
+        default_package_dir(), runtime_config(engine, debug=debug, stream=stream), model_dir_for(str(engine["model"]))
     )

@@ -47,6 +47,9 @@ class GenerationRequest:
     request_id: str
     messages: tuple[ChatMessage, ...]
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    #: How often the consumer reads after the first text: an engine may coalesce chunks up to this long
+    #: (never the first text, never the end), which spares the event loop a wake-up per token.
+    delivery_interval_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,8 @@ def build_engine(settings: EngineSettings) -> Engine:
                 kv_cache_tokens=settings.kv_cache_tokens,
                 gpu_memory_utilization=settings.gpu_memory_utilization,
                 use_cuda_graphs=settings.use_cuda_graphs,
+                core=settings.core,
+                torch_threads=settings.torch_threads,
             )
         )
     module_name, _, class_name = settings.kind.partition(":")

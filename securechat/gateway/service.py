@@ -3,7 +3,9 @@
 A plain prompt is sealed here, before anything reaches the orchestrator, for every live worker key of its
 region; a client-sealed envelope passes through untouched after its header is checked against the request.
 The first wire frame decides the HTTP status: an error frame before any data becomes a JSON error; after that
-frames stream through as they are (a later failure reaches the client as a typed error frame).
+frames stream through as they are (a later failure reaches the client as a typed error frame). The gateway
+reads only what every frame shows the host: its size, and the token counts in the clear in the final frame,
+which it charges to the tenant.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ from securechat.gateway.key_directory import KeyDirectory
 from securechat.gateway.schemas import InferRequest
 from securechat.logs import get_logger, log_event
 from securechat.request_body import RequestBody
-from securechat.stream import ERROR_FRAME, ErrorEvent, FinalEvent, ResponseOpener, TextEvent, make_error_frame
+from securechat.stream import (
+    ERROR_FRAME,
+    ErrorEvent,
+    FinalEvent,
+    ResponseOpener,
+    TextEvent,
+    make_error_frame,
+    read_usage,
+)
 from securechat.tenants.limits import LimitExceeded, StreamLease, estimate_tokens
 from securechat.tenants.policy import TenantPolicy
 from securechat.tenants.tenancy import Tenancy
@@ -57,8 +67,17 @@ class AcceptedStream:
     lease: StreamLease
     frames: int = 0
     num_bytes: int = 0
-    output_tokens: int | None = None  # known only when the gateway could read the final frame (SSE)
+    output_tokens: int | None = None  # from the final frame's clear token counts, once it has passed
     closed: bool = False
+
+    def count(self, frames: list[bytes], num_bytes: int) -> None:
+        """Tally frames as they pass; the final frame's clear header says how many tokens the answer had."""
+        self.frames += len(frames)
+        self.num_bytes += num_bytes
+        for frame in frames:
+            usage = read_usage(frame)
+            if usage is not None:
+                self.output_tokens = usage.output_tokens
 
 
 class GatewayService:
@@ -184,7 +203,8 @@ class GatewayService:
         except BaseException:  # cancelled (the client left): close the upstream now, not at garbage collection
             await _close(stream)
             raise
-        payload = first[LENGTH_PREFIX.size :]
+        (length,) = LENGTH_PREFIX.unpack_from(first)
+        payload = first[LENGTH_PREFIX.size : LENGTH_PREFIX.size + length]
         if payload[:1] == bytes([ERROR_FRAME]):
             await _close(stream)
             body = json.loads(payload[1:])
@@ -194,11 +214,11 @@ class GatewayService:
 
     async def framed_body(self, accepted: AcceptedStream) -> AsyncIterator[bytes]:
         """The octet-stream body: wire frames exactly as the worker sealed them."""
+        decoder = FrameDecoder()
         try:
             async with aclosing(_prepend(accepted.first_frame, accepted.rest, accepted.request_id)) as chunks:
                 async for chunk in chunks:
-                    accepted.frames += 1
-                    accepted.num_bytes += len(chunk)
+                    accepted.count(decoder.feed(chunk), len(chunk))
                     yield chunk
         finally:
             await self.finish(accepted)
@@ -211,14 +231,13 @@ class GatewayService:
         try:
             async with aclosing(_prepend(accepted.first_frame, accepted.rest, accepted.request_id)) as chunks:
                 async for chunk in chunks:
-                    accepted.num_bytes += len(chunk)
-                    for frame in decoder.feed(chunk):
-                        accepted.frames += 1
+                    frames = decoder.feed(chunk)
+                    accepted.count(frames, len(chunk))
+                    for frame in frames:
                         event = opener.open(frame)
-                        if isinstance(event, TextEvent):
+                        if isinstance(event, TextEvent) and event.text:
                             yield _sse("token", {"text": event.text})
                         elif isinstance(event, FinalEvent):
-                            accepted.output_tokens = int(event.metrics.get("output_tokens", 0))
                             name = "error" if event.error else "done"
                             yield _sse(name, {"error": event.error, "metrics": event.metrics})
                         elif isinstance(event, ErrorEvent):
@@ -238,9 +257,9 @@ class GatewayService:
         if accepted.closed:
             return
         accepted.closed = True
-        # Octet-stream: the token count is sealed inside the final frame; every data frame between the start
-        # frame and the final one carries at least one token, so charge that lower bound.
-        tokens = accepted.output_tokens if accepted.output_tokens is not None else max(0, accepted.frames - 2)
+        # The final frame's clear token count; a stream that ended without one (a lost worker) is charged a lower
+        # bound: every data frame that left carried at least one token, unless it was constant-rate padding.
+        tokens = accepted.output_tokens if accepted.output_tokens is not None else max(0, accepted.frames - 1)
         accepted.lease.charge_output(tokens)
         accepted.lease.release()
         await _close(accepted.rest)

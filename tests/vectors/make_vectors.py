@@ -1,7 +1,8 @@
-"""Regenerate tests/vectors/securechat_v1.json (only when the wire format changes on purpose).
+"""Regenerate tests/vectors/securechat_v2.json (only when the wire format changes on purpose).
 
 Fixed inputs: test-only worker private keys, DEK, nonce, header fields and bodies. Expected outputs: the
-canonical header bytes, the body ciphertext, response frames (all deterministic given DEK and nonce) and whole
+canonical header bytes, the body ciphertext, response frames (protocol v2: padded to FRAME_BYTES; all
+deterministic given DEK, nonce and run salt) and whole
 envelopes whose wrapped keys came from the libraries' own randomness (checked by opening them).
 
     python tests/vectors/make_vectors.py
@@ -17,15 +18,28 @@ from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 
 from securechat.envelope import seal_request
 from securechat.keys import Suite, WorkerKeys
-from securechat.stream import ResponseSealer
+from securechat.stream import ResponseSealer, Usage
 
-OUT = Path(__file__).with_name("securechat_v1.json")
+OUT = Path(__file__).with_name("securechat_v2.json")
 DEK = bytes(range(32))
 NONCE = bytes(range(100, 112))
 RUN_SALT = bytes(range(200, 232))  # the worker's per-run response salt, injected
 X25519_PRIVATE = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")  # RFC 7748 §6.1
 BODY = '{"messages":[{"role":"user","content":"known answer ✓"}],"max_new_tokens":8}'.encode()
+FRAME_BYTES = 512
 HEADER = {"request_id": "kat-request-0001", "tenant_id": "tenant1", "mode": "plain", "region": "us-west-1"}
+
+
+def known_answer_frames() -> list[bytes]:
+    """Start, two text frames (one multi-byte character), a trailer longer than one frame, then the final frame."""
+    sealer = ResponseSealer(DEK, HEADER["request_id"], FRAME_BYTES, _salt=RUN_SALT)
+    long_metrics = {"output_tokens": 2, "note": "x" * 600}
+    return [
+        sealer.start_frame,
+        *sealer.seal_text("Hello"),
+        *sealer.seal_text(" ✓"),
+        *sealer.seal_final(long_metrics, usage=Usage(input_tokens=9, output_tokens=2)),
+    ]
 
 
 def main() -> None:
@@ -43,13 +57,7 @@ def main() -> None:
     for suite in Suite:
         sealed = seal_request(BODY, **HEADER, recipients=keys.public_keys, suite=suite, _dek=DEK, _nonce=NONCE)
         env = sealed.envelope
-        sealer = ResponseSealer(DEK, HEADER["request_id"], _salt=RUN_SALT)
-        frames = [
-            sealer.start_frame,
-            sealer.seal_chunk("Hello"),
-            sealer.seal_chunk(" ✓"),
-            sealer.seal_final({"output_tokens": 2}),
-        ]
+        frames = known_answer_frames()
         cases.append(
             {
                 "suite": suite.value,
@@ -66,6 +74,7 @@ def main() -> None:
         "dek_hex": DEK.hex(),
         "nonce_hex": NONCE.hex(),
         "run_salt_hex": RUN_SALT.hex(),
+        "frame_bytes": FRAME_BYTES,
         "body": BODY.decode(),
         "header": HEADER,
         "cases": cases,

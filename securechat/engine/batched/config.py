@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 Dtype = Literal["fp16", "bf16", "fp32"]
+CoreLocation = Literal["process", "thread"]
 
 DEFAULT_DECODE_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64)
 _DTYPES: Final = ("fp16", "bf16", "fp32")
@@ -27,6 +28,8 @@ class BatchedEngineConfig:
     use_cuda_graphs: bool = True  # ignored on CPU
     decode_buckets: tuple[int, ...] = DEFAULT_DECODE_BUCKETS  # batch sizes captured as CUDA graphs
     disable_eos: bool = False  # always generate max_new_tokens (benchmarks with random weights)
+    core: CoreLocation = "process"  # step the model in a child process (no GIL shared with the event loop)
+    torch_threads: int | None = None  # torch's intra-op threads where the model steps; None: torch's default
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -47,6 +50,10 @@ class BatchedEngineConfig:
             raise ValueError("kv_cache_tokens must hold at least one full sequence (max_model_len tokens)")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
+        if self.core not in ("process", "thread"):
+            raise ValueError("core must be 'process' or 'thread'")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError("torch_threads must be >= 1")
         buckets = self.decode_buckets
         if not buckets or any(b < 1 for b in buckets) or list(buckets) != sorted(set(buckets)):
             raise ValueError("decode_buckets must be strictly increasing positive batch sizes")

@@ -81,8 +81,11 @@ def eos_token_ids(model: object) -> list[int]:
 
 
 def load_core(config: BatchedEngineConfig, device: torch.device) -> EngineCore:
-    """Load weights, size and allocate the KV cache, capture CUDA graphs: call on the engine thread."""
+    """Load weights, size and allocate the KV cache, capture CUDA graphs: call where the core will step (its
+    thread, or its process)."""
     bind_thread(device)
+    if config.torch_threads is not None:
+        torch.set_num_threads(config.torch_threads)
     dtype = TORCH_DTYPES[config.dtype]
     # Load on CPU and keep only the fused copies on the device, so the device never holds two sets of weights.
     hf_model = AutoModelForCausalLM.from_pretrained(resolve_model_path(config.model), dtype=dtype)

@@ -1,10 +1,10 @@
 """``BatchedEngine``: continuous batching behind the ``Engine`` contract.
 
-One dedicated engine thread (``engine_thread.py``) owns the model, the KV cache and (on a GPU) the CUDA graphs;
-it loads, captures and runs every step, so model work never runs on the event loop. ``generate`` hands its
-sequence to that thread and reads token ids back from an ``asyncio.Queue``. Detokenisation runs here, in the
-request's async generator on the event loop, never on the engine thread; each chunk carries every token that
-was ready when the consumer asked, so the number of chunks does not grow with batch size.
+One owner steps the core (model, KV cache and, on a GPU, CUDA graphs): a child process (``engine_process.py``,
+the default) or a dedicated thread (``engine_thread.py``), so model work never runs on the event loop.
+``generate`` hands its sequence to that owner and takes token ids from its ``Stream``; detokenisation runs
+here, on the event loop. Each chunk carries every token delivered since the last one: at first one per step
+(time to first token), then, after the first text, at most one chunk per ``request.delivery_interval_s``.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ from securechat.engine.base import (
     TextChunk,
 )
 from securechat.engine.batched.config import BatchedEngineConfig
-from securechat.engine.batched.core import EngineCore, load_core
+from securechat.engine.batched.core import load_core
+from securechat.engine.batched.core_client import CoreInfo, EngineCoreClient, EngineDead, Stream
 from securechat.engine.batched.detokenizer import IncrementalDetokenizer
-from securechat.engine.batched.engine_thread import EngineDead, EngineThread, Failed, Stream
+from securechat.engine.batched.engine_process import EngineProcess
+from securechat.engine.batched.engine_thread import EngineThread
 from securechat.engine.batched.runner import device_problem
 from securechat.engine.batched.sequence import Sequence
 from securechat.engine.chat_template import chat_prompt_ids
@@ -49,29 +51,36 @@ class BatchedEngine(Engine):
         self.max_concurrent_requests = config.max_batch_size
         self._device = resolve_device(config.device)
         self._tokenizer: Any = None
-        self._core: EngineCore | None = None
-        self._thread: EngineThread | None = None
+        self._core_info: CoreInfo | None = None
+        self._client: EngineCoreClient | None = None
 
     @property
     def num_slots(self) -> int:
-        return self._core.num_slots if self._core is not None else 0
+        return self._core_info.num_slots if self._core_info is not None else 0
 
     @property
     def num_free_slots(self) -> int:
-        """KV slots not held by a running sequence (read from another thread: a snapshot)."""
-        return self._core.num_free_slots if self._core is not None else 0
+        """KV slots not held by a running sequence (a snapshot from the core's owner)."""
+        return self._client.num_free_slots if self._client is not None else 0
+
+    @property
+    def core_client(self) -> EngineCoreClient | None:
+        return self._client
 
     async def start(self) -> None:
         problem = device_problem(self.config.dtype, self._device)
         if problem is not None:
             raise EngineDeadError(problem)
         started_at = time.perf_counter()
-        self._thread = EngineThread(lambda: load_core(self.config, self._device))
-        self._thread.start()
+        if self.config.core == "process":
+            self._client = EngineProcess(self.config, str(self._device))
+        else:
+            self._client = EngineThread(lambda: load_core(self.config, self._device))
         try:
+            self._client.start()
             path = resolve_model_path(self.config.model)
             self._tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, path)
-            self._core = await asyncio.wrap_future(self._thread.ready)
+            self._core_info = await asyncio.wrap_future(self._client.ready)
         except Exception as exc:
             await self.close()
             # Loading happens before any request, so the chained error holds paths, never content.
@@ -81,15 +90,15 @@ class BatchedEngine(Engine):
             "engine_started",
             engine="batched",
             dtype=self.config.dtype,
-            batch_size=self._core.num_slots,
+            batch_size=self._core_info.num_slots,
             load_ms=round((time.perf_counter() - started_at) * 1000, 1),
         )
 
     async def close(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            await asyncio.to_thread(thread.stop)
-        self._core = None
+        client, self._client = self._client, None
+        if client is not None:
+            await asyncio.to_thread(client.stop)
+        self._core_info = None
         self._tokenizer = None
 
     def _prompt_ids(self, messages: tuple[ChatMessage, ...]) -> list[int]:
@@ -103,15 +112,15 @@ class BatchedEngine(Engine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TextChunk]:
         started_at = time.perf_counter()
         prompt_ids = self._prompt_ids(request.messages)
-        thread = self._thread
-        if thread is None or self._core is None:
+        client = self._client
+        if client is None or self._core_info is None:
             raise EngineError("engine_not_started")
         if len(prompt_ids) > self.config.max_input_tokens:
             raise EngineError("prompt_too_long")
         seq = Sequence(prompt_ids, request.sampling, min(request.sampling.max_new_tokens, self.config.max_new_tokens))
-        stream = Stream(seq, asyncio.get_running_loop(), asyncio.Queue())
+        stream = Stream(seq, asyncio.get_running_loop(), delivery_interval_s=request.delivery_interval_s)
         try:
-            thread.submit(stream)
+            client.submit(stream)
         except EngineDead:
             raise EngineDeadError("engine_dead") from None
         detokenizer = IncrementalDetokenizer(self._tokenizer)
@@ -120,28 +129,24 @@ class BatchedEngine(Engine):
         finished = False
         try:
             while not finished:
-                items = [await stream.items.get()]
-                while not stream.items.empty():  # coalesce: one chunk for everything ready
-                    items.append(stream.items.get_nowait())
-                new_ids: list[int] = []
-                for item in items:
-                    if isinstance(item, Failed):
-                        code = item.error_code
-                        log_event(logger, "generation_failed", request_id=request.request_id, error_code=code)
-                        raise EngineDeadError(f"engine_dead: {code}")
-                    new_ids.extend(item.token_ids)
-                    finished = finished or item.finished
-                num_output_tokens += len(new_ids)
-                num_unsent_tokens += len(new_ids)
-                text = detokenizer.push(new_ids) + (detokenizer.flush() if finished else "")
+                delivery = await stream.take()
+                if delivery.failure is not None:
+                    code = delivery.failure
+                    log_event(logger, "generation_failed", request_id=request.request_id, error_code=code)
+                    raise EngineDeadError(f"engine_dead: {code}")
+                finished = delivery.finished
+                num_output_tokens += len(delivery.token_ids)
+                num_unsent_tokens += len(delivery.token_ids)
+                text = detokenizer.push(delivery.token_ids) + (detokenizer.flush() if finished else "")
                 if text:
+                    stream.eager = False  # the first text is out: from now on, chunks may coalesce
                     yield TextChunk(text=text, num_tokens=num_unsent_tokens)
                     num_unsent_tokens = 0
         finally:
             if not finished:  # closed, cancelled or failed: leave the batch at the next step boundary
-                thread.abort(seq.seq_id)
+                client.abort(seq.seq_id)
         total_ms = (time.perf_counter() - started_at) * 1000
-        first_token_at = seq.first_token_at
+        first_token_at = stream.first_token_at
         stats = GenerationStats(
             ttft_ms=(first_token_at - started_at) * 1000 if first_token_at is not None else total_ms,
             total_ms=total_ms,
