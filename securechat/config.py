@@ -84,9 +84,21 @@ class StreamSettings(_Strict):
     end; every frame's plaintext is padded to ``frame_bytes``. ``constant_rate`` also sends a frame of padding
     on ticks with no new text, so between the first text and the end the cadence shows nothing of the engine."""
 
-    flush_interval_ms: float = Field(default=100.0, gt=0, le=10_000)
-    frame_bytes: int = Field(default=DEFAULT_FRAME_BYTES, ge=MIN_FRAME_BYTES, le=MAX_FRAME_BYTES)
+    # 250 ms: at 64 streams on 2 cores, 100 ms spent a third of the CPU on relaying frames and 500 ms gained
+    # nothing more (make bench-serving, benchmarks/results/serving/README.md).
+    flush_interval_ms: float = Field(default=250.0, gt=0, le=10_000)
+    frame_bytes: int = DEFAULT_FRAME_BYTES
     constant_rate: bool = False
+
+    @field_validator("frame_bytes")
+    @classmethod
+    def _frame_fits_the_final_metrics(cls, value: int) -> int:
+        if not MIN_FRAME_BYTES <= value <= MAX_FRAME_BYTES:
+            raise ValueError(
+                f"frame_bytes must be between {MIN_FRAME_BYTES} (the final frame's metrics must fit in one frame)"
+                f" and {MAX_FRAME_BYTES} (a frame's text length is 16 bits)"
+            )
+        return value
 
     @property
     def flush_interval_s(self) -> float:

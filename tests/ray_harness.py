@@ -21,7 +21,14 @@ APP_ARGS: dict[str, Any] = {
         {
             "name": BATCHED_REGION,
             "num_replicas": 1,
-            "engine": {"kind": "batched", "dtype": "fp32", "device": "cpu", "max_new_tokens": 32, "max_batch_size": 8},
+            "engine": {
+                "kind": "batched",
+                "dtype": "fp32",
+                "device": "cpu",
+                "max_new_tokens": 256,
+                "max_batch_size": 8,
+                "disable_eos": True,  # answers as long as asked: frame counts and sizes tests rely on it
+            },
         },
         {
             "name": FAULT_REGION,
@@ -34,6 +41,10 @@ APP_ARGS: dict[str, Any] = {
     ],
     "engine": {"kind": "hf", "model": "securechat/tiny-qwen2", "dtype": "fp32", "device": "cpu", "max_new_tokens": 32},
     "gateway": {"max_prompt_chars": 2000, "key_directory_ttl_s": 0.5},
+    # The smallest frames, and a tick slow enough that a short answer is its first text plus one flush at the
+    # end whatever the machine's speed: frame counts on the wire are then deterministic, and long answers are
+    # cut into several frames (tests/test_stream_ray.py).
+    "stream": {"flush_interval_ms": 1000, "frame_bytes": 512},
     "dispatch": {"choose_timeout_s": 20},
     "auth": {"mode": "disabled"},  # tenant auth is tested in-process (test_gateway_auth.py)
 }

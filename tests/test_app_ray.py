@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from deployments.local import LocalApp
-from securechat.config import StreamSettings
+from securechat.config import AppSettings
 from securechat.engine.base import SamplingParams
 from securechat.envelope import SealedRequest, seal_request
 from securechat.framing import decode_frames
@@ -21,7 +21,7 @@ from securechat.keys import RecipientKey
 from securechat.request_body import RequestBody
 from securechat.response import read_completion
 from securechat.stream import wire_frame_sizes
-from tests.ray_harness import BATCHED_REGION, FAULT_CHUNKS, FAULT_REGION, MAIN_REGION, kill_worker
+from tests.ray_harness import APP_ARGS, BATCHED_REGION, FAULT_CHUNKS, FAULT_REGION, MAIN_REGION, kill_worker
 
 pytestmark = pytest.mark.ray
 
@@ -61,13 +61,16 @@ def post_envelope(app: LocalApp, sealed: SealedRequest, region: str) -> httpx.Re
     return httpx.post(f"{app.base_url}/infer", json=payload, timeout=60)
 
 
-def local_hf_text(model_path: Any, prompt: str, sampling: SamplingParams) -> str:
+def local_hf_text(model_path: Any, prompt: str, sampling: SamplingParams, *, disable_eos: bool = False) -> str:
     """What the transformers model itself answers, run here with the hf engine."""
     from securechat.engine.base import ChatMessage, GenerationRequest
     from securechat.engine.hf import HFEngine, HFEngineConfig
 
     async def run() -> str:
-        engine = HFEngine(HFEngineConfig(model=str(model_path), dtype="fp32", device="cpu", max_input_tokens=2048))
+        config = HFEngineConfig(
+            model=str(model_path), dtype="fp32", device="cpu", max_input_tokens=2048, disable_eos=disable_eos
+        )
+        engine = HFEngine(config)
         await engine.start()
         request = GenerationRequest("local", (ChatMessage("user", prompt),), sampling)
         return "".join([chunk.text async for chunk in engine.generate(request)])
@@ -108,7 +111,8 @@ def test_prototype_curl_request_returns_well_formed_frames(ray_app: LocalApp) ->
     start, *data, final = decode_frames(response.content)
     assert start[0] == 0x03 and len(start) == 33  # the worker's run salt
     assert data and all(frame[0] == 0x01 for frame in data) and final[0] == 0x04  # exactly the last is final
-    assert {len(frame) for frame in data} == {wire_frame_sizes(StreamSettings().frame_bytes)[0]}  # one size
+    frame_bytes = AppSettings.model_validate(APP_ARGS).stream.frame_bytes
+    assert {len(frame) for frame in data} == {wire_frame_sizes(frame_bytes)[0]}  # one size, whatever the text
 
 
 @pytest.mark.parametrize(

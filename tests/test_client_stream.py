@@ -34,6 +34,12 @@ def _flip_last_byte(frame: bytes) -> bytes:
     return frame[:-1] + bytes([frame[-1] ^ 1])
 
 
+def _flip_padding(frame: bytes) -> bytes:
+    """Flip a ciphertext byte over the frame's zero padding (the third text is short: its frame is mostly padding)."""
+    position = len(frame) - 16 - 100  # 100 bytes before the tag
+    return frame[:position] + bytes([frame[position] ^ 1]) + frame[position + 1 :]
+
+
 @pytest.fixture(scope="module")
 def trust(tmp_path_factory: pytest.TempPathFactory) -> TrustFiles:
     return TrustFiles.create(tmp_path_factory.mktemp("trust"))
@@ -64,6 +70,7 @@ def test_untouched_frames_pass(service: LocalService, trust: TrustFiles) -> None
     [
         # f[0] is the worker's start frame (its run salt), then the three text frames, then the final frame.
         (lambda f: _join([f[0], f[1], _flip_last_byte(f[2]), *f[3:]]), 1),  # tampered ciphertext
+        (lambda f: _join([f[0], f[1], f[2], _flip_padding(f[3]), *f[4:]]), 2),  # tampered padding (inside the AEAD)
         (lambda f: _join([f[0], bytes([4]) + f[1][1:], *f[2:]]), 0),  # the first text frame relabelled final
         (lambda f: _join([f[0], f[2], f[1], *f[3:]]), 0),  # reordered
         (lambda f: _join([f[0], f[1], f[1], *f[2:]]), 1),  # replayed frame
@@ -72,7 +79,17 @@ def test_untouched_frames_pass(service: LocalService, trust: TrustFiles) -> None
         (lambda f: _join(f[:3]), 2),  # cut after two chunks
         (lambda f: _join([*f, f[-1]]), 3),  # a frame after the final one
     ],
-    ids=["tampered", "flag", "reordered", "replayed", "no-final", "cut-in-frame", "cut-early", "after-final"],
+    ids=[
+        "tampered",
+        "padding",
+        "flag",
+        "reordered",
+        "replayed",
+        "no-final",
+        "cut-in-frame",
+        "cut-early",
+        "after-final",
+    ],
 )
 def test_tampering_raises_invalid_ciphertext(
     service: LocalService, trust: TrustFiles, mutate: Mutation, num_good_pieces: int

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
 from deployments.app import build_app, worker_deployment_name
+from deployments.serve_env import SERVE_ENV
 from securechat.config import AppSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,9 +40,7 @@ def test_config_is_valid_and_names_real_deployments(path: Path) -> None:
             assert deployment["max_ongoing_requests"] >= engine.max_concurrent_requests + 4
 
 
-@pytest.mark.parametrize(
-    "path", [ROOT / "serve_config.yaml", ROOT / "configs" / "cpu-batched.yaml"], ids=lambda p: p.name
-)
+@pytest.mark.parametrize("path", [ROOT / "serve_config.yaml", ROOT / "configs" / "cpu-hf.yaml"], ids=lambda p: p.name)
 def test_cpu_profiles_run_with_the_embedded_model(path: Path) -> None:
     _, app = load(path)
     settings = AppSettings.model_validate(app["args"])
@@ -69,3 +69,36 @@ def test_gpu_profiles_cover_the_prototype_variants() -> None:
     assert {e.attn_implementation for e in engines} >= {"sdpa", "flash_attention_2"}
     assert {e.quantization for e in engines} == {"none", "int8"}
     assert {e.dtype for e in engines} >= {"fp16", "bf16"}
+
+
+def test_the_default_profile_runs_the_batched_engine() -> None:
+    _, app = load(ROOT / "serve_config.yaml")
+    assert AppSettings.model_validate(app["args"]).engine.kind == "batched"
+
+
+@pytest.mark.parametrize("path", [ROOT / "serve_config.yaml", *PROFILES], ids=lambda p: p.name)
+def test_every_profile_runs_serve_in_the_measured_mode(path: Path) -> None:
+    """The Serve settings the benchmarks measured (deployments/serve_env.py) reach every replica, and the
+    Makefile exports them for the processes `serve run` starts."""
+    _, app = load(path)
+    assert SERVE_ENV.items() <= app["runtime_env"]["env_vars"].items()
+    makefile = (ROOT / "Makefile").read_text()
+    assert all(f"export {name} := {value}" in makefile for name, value in SERVE_ENV.items())
+
+
+@pytest.mark.parametrize(
+    ("stream", "names"),
+    [
+        ({"flush_interval_ms": 0}, "flush_interval_ms"),
+        ({"flush_interval_ms": -5}, "flush_interval_ms"),
+        ({"frame_bytes": 100}, "the final frame's metrics must fit"),
+        ({"frame_bytes": 1 << 20}, "16 bits"),
+        ({"constant_rate": "sometimes"}, "constant_rate"),
+        ({"frame_size": 1024}, "frame_size"),  # a misspelt setting is refused, not ignored
+    ],
+)
+def test_bad_stream_settings_stop_the_app_at_start_with_a_clear_error(stream: dict[str, Any], names: str) -> None:
+    _, app = load(ROOT / "serve_config.yaml")
+    with pytest.raises(ValidationError) as refused:
+        build_app({**app["args"], "stream": stream})
+    assert names in str(refused.value) and "stream" in str(refused.value)
