@@ -9,9 +9,6 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
-# Ray Serve's high-throughput mode, for every Ray process `serve run` starts (deployments/serve_env.py says why).
-export RAY_SERVE_THROUGHPUT_OPTIMIZED := 1
-export RAY_SERVE_ENABLE_DIRECT_INGRESS := 0
 
 .PHONY: setup serve test lint typecheck unit bench-cpu bench-serving bench-experiments bench-gpu load-test tiny-model clean
 

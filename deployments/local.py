@@ -58,15 +58,10 @@ def start_local(
     import ray
     from ray import serve
 
-    from deployments.serve_env import SERVE_ENV
     from securechat.config import AppSettings
 
-    # Serve reads its settings as each process starts, so they go into this process's environment (the Ray
-    # processes started below inherit it), unless the caller set them already (a benchmark comparing modes).
-    for name, value in SERVE_ENV.items():
-        os.environ.setdefault(name, value)
     port, metrics_port = free_port(), free_port()
-    env_vars = {"HF_HUB_OFFLINE": "1", **{name: os.environ[name] for name in SERVE_ENV}, **(env or {})}
+    env_vars = {"HF_HUB_OFFLINE": "1", **(env or {})}
     if extra_pythonpath:
         env_vars["PYTHONPATH"] = os.pathsep.join(filter(None, [extra_pythonpath, os.environ.get("PYTHONPATH")]))
     ray.init(

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
 from deployments.app import build_app, worker_deployment_name
-from deployments.serve_env import SERVE_ENV
 from securechat.config import AppSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,16 +73,6 @@ def test_gpu_profiles_cover_the_prototype_variants() -> None:
 def test_the_default_profile_runs_the_batched_engine() -> None:
     _, app = load(ROOT / "serve_config.yaml")
     assert AppSettings.model_validate(app["args"]).engine.kind == "batched"
-
-
-@pytest.mark.parametrize("path", [ROOT / "serve_config.yaml", *PROFILES], ids=lambda p: p.name)
-def test_every_profile_runs_serve_in_the_measured_mode(path: Path) -> None:
-    """The Serve settings the benchmarks measured (deployments/serve_env.py) reach every replica, and the
-    Makefile exports them for the processes `serve run` starts."""
-    _, app = load(path)
-    assert SERVE_ENV.items() <= app["runtime_env"]["env_vars"].items()
-    makefile = (ROOT / "Makefile").read_text()
-    assert all(f"export {name} := {value}" in makefile for name, value in SERVE_ENV.items())
 
 
 @pytest.mark.parametrize(

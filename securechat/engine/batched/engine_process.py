@@ -14,9 +14,10 @@ caches), talks only over an anonymous socket pair, never logs content, and exits
     ("abort", seq_id)
     ("stop",)
 
-child -> parent: ("ready", num_slots) | ("load_failed", error type); then per step ("tokens", [(seq_id,
-token_id, finished), ...], num_free_slots); ("idle", num_free_slots) when it runs out of work; ("failed", error
-type) when a step raised (the child then exits).
+child -> parent: ("ready", num_slots) | ("load_failed", error type); then ("tokens", [(seq_id, token_id,
+finished), ...], num_free_slots) with the tokens of one or more steps (at once for a sequence's first tokens
+and its last, else at most every SEND_INTERVAL_S); ("idle", num_free_slots) when it runs out of work;
+("failed", error type) when a step raised (the child then exits).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final
@@ -37,6 +39,10 @@ from securechat.logs import get_logger, log_event
 
 logger = get_logger("engine.batched")
 STOP_TIMEOUT_S: Final = 10.0
+# Steps' tokens go to the parent at most this often (one message per step would cost the parent a wake-up and
+# an unpickle per token at one stream); the first tokens of a sequence and the last go at once.
+SEND_INTERVAL_S: Final = 0.01
+EAGER_TOKENS: Final = 4
 _PACKAGE_ROOT: Final = str(Path(__file__).resolve().parents[3])  # the directory holding ``securechat/``
 
 
@@ -180,6 +186,8 @@ def serve(conn: Connection) -> None:
             return False
         return True
 
+    pending: list[tuple[int, int, bool]] = []
+    last_sent = time.monotonic()
     try:
         while True:
             if not core.has_work:
@@ -190,9 +198,15 @@ def serve(conn: Connection) -> None:
                 if not apply(conn.recv()):
                     return
             if core.has_work:
-                outputs = core.step()
-                events = [(out.seq.seq_id, out.token_id, out.finished) for out in outputs]
-                conn.send(("tokens", events, core.num_free_slots))
+                urgent = False
+                for out in core.step():
+                    pending.append((out.seq.seq_id, out.token_id, out.finished))
+                    # A young sequence (its first text may need a few tokens) or an ending one goes out now.
+                    urgent = urgent or out.finished or len(out.seq.output_ids) <= EAGER_TOKENS
+                now = time.monotonic()
+                if pending and (urgent or now - last_sent >= SEND_INTERVAL_S):
+                    conn.send(("tokens", pending, core.num_free_slots))
+                    pending, last_sent = [], now
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # the replica went away
     except BaseException as exc:
