@@ -1,11 +1,17 @@
 """The split-K decode kernel against per-sequence SDPA (fp32): under Triton's interpreter on a CPU-only host
-(``conftest.py`` sets ``TRITON_INTERPRET=1``), compiled on a CUDA host.
+(``conftest.py`` sets ``TRITON_INTERPRET=1``), compiled on a CUDA host. A compile for Hopper (sm_90, bf16 and
+fp32) runs everywhere, with Triton's bundled ptxas, so the GPU build of the kernel is checked without a GPU.
 
 Keys past each length are NaN, so a kernel that read one would fail. Triton is a dev dependency: if it is
 missing these tests fail at import, they never skip.
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,3 +114,42 @@ def test_split_plan_is_static_and_bounded() -> None:
     assert plan_num_splits(4, 2, MAX_LEN, CPU) == 2
     assert plan_num_splits(1, 1, 16, CPU) == 1  # never more splits than 64-key blocks in the window
     assert all(1 <= plan_num_splits(b, 2, 4096, CPU) <= 32 for b in (1, 8, 64))
+
+
+_COMPILE = """
+from triton import compile
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from securechat.engine.batched.triton_decode import combine_kernel, split_kernel
+
+def build(kernel, pointers, constexprs):
+    # Qwen2.5-1.5B's decode shape: 12 query heads over 2 KV heads, head_dim 128
+    sig = {p.name: "i32" for p in kernel.params if not p.is_constexpr}
+    sig.update(pointers)
+    sig.update({name: "constexpr" for name in constexprs})
+    return compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs), target=GPUTarget("cuda", 90, 32))
+
+for dtype, precision in (("bf16", "tf32"), ("fp32", "ieee")):
+    ptrs = {"q_ptr": "*" + dtype, "k_ptr": "*" + dtype, "v_ptr": "*" + dtype, "slots_ptr": "*i64",
+            "lengths_ptr": "*i64", "partial_ptr": "*fp32", "lse_ptr": "*fp32", "qk_scale": "fp32"}
+    split = build(split_kernel, ptrs, {"GROUP": 6, "HEAD_DIM": 128, "NUM_SPLITS": 5, "BLOCK_G": 16,
+                                       "BLOCK_D": 128, "BLOCK_N": 64, "DOT_PRECISION": precision})
+    build(combine_kernel, {"partial_ptr": "*fp32", "lse_ptr": "*fp32", "out_ptr": "*" + dtype},
+          {"HEAD_DIM": 128, "NUM_SPLITS": 5, "BLOCK_S": 8, "BLOCK_D": 128})
+    print(dtype, "mma" in split.asm["ptx"])
+"""
+
+
+def test_kernel_compiles_for_hopper() -> None:
+    # A fresh interpreter without TRITON_INTERPRET: this process's triton interprets (conftest.py).
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-c", _COMPILE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["bf16", "True", "fp32", "False"]  # bf16 products on tensor cores (mma)
