@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch.cuda._utils import _get_device_index
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from securechat.engine.base import (
@@ -33,6 +34,7 @@ from securechat.engine.batched.engine_process import EngineProcess
 from securechat.engine.batched.engine_thread import EngineThread
 from securechat.engine.batched.kv_cache import KVCache
 from securechat.engine.batched.model import AttentionMetadata, Qwen2Model
+from securechat.engine.batched.runner import bind_thread
 from securechat.engine.batched.sequence import Sequence
 from securechat.tiny_model import TINY_MODEL_NAME
 
@@ -216,6 +218,15 @@ def test_kernel_static_decode_matches_per_sequence_decode(
     assert rows == []  # per-sequence decode never touches the kernel
     assert run(static=True) == expected
     assert set(rows) == {1, 2, 4}  # every bucket ran, padded rows included
+
+
+def test_bind_thread_accepts_cuda_without_an_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch's own index check, without CUDA: set_device(torch.device("cuda")) raises ValueError
+    bound: list[int] = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: bound.append(_get_device_index(device)))
+    for device in ("cuda", "cuda:1", "cpu"):
+        bind_thread(torch.device(device))
+    assert bound == [1]
 
 
 def test_admission_is_bounded_by_batch_size(tiny_model_path: Path, prompt_ids: list[list[int]]) -> None:

@@ -50,7 +50,9 @@ def free_device_bytes(device: torch.device) -> int | None:
 
 def bind_thread(device: torch.device) -> None:
     """Make ``device`` current for the calling thread (the engine thread, before load and capture)."""
-    if device.type == "cuda":
+    # torch.cuda.set_device refuses a device without an index ("cuda", what device "auto" resolves to);
+    # such a device means the current one, which needs no binding.
+    if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
 
 
