@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup serve test lint typecheck unit bench-cpu bench-serving bench-experiments bench-gpu load-test tiny-model clean
+.PHONY: setup serve test lint typecheck unit bench-cpu bench-serving bench-experiments bench-gpu bench-gpu-engine load-test tiny-model clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,12 @@ bench-experiments: tiny-model
 
 bench-gpu: setup
 	$(BIN)/python -m benchmarks.experiments all --profile gpu --random-weights
+
+# One CUDA GPU, ~8 min on an H200: the batched engine's greedy tokens vs transformers, then its speed at 1/8/64
+# streams beside the hf engine. Runs with the host's own python (torch + CUDA, transformers, triton; no venv, no
+# install, no download); results in $OUT when set, else benchmarks/results/gpu-engine. Dry run: add --smoke.
+bench-gpu-engine:
+	$(PYTHON) -m benchmarks.gpu_engine --out-dir "$${OUT:-benchmarks/results/gpu-engine}"
 
 bench-cpu: tiny-model
 	$(BIN)/python -m benchmarks.bench_engines_cpu --out benchmarks/results/cpu-engines.json

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
+
+# The decode attention kernel (Triton) runs on the CPU under Triton's interpreter in tests. Triton reads the
+# setting once, when it is imported, so it is set before any test imports it; only where there is no CUDA (a
+# GPU host compiles the kernel instead, and the engine never uses the interpreter there).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")

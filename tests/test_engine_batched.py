@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch.cuda._utils import _get_device_index
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from securechat.engine.base import (
@@ -25,12 +26,15 @@ from securechat.engine.base import (
     TextChunk,
 )
 from securechat.engine.batched import BatchedEngine, BatchedEngineConfig
+from securechat.engine.batched import model as model_module
 from securechat.engine.batched.core import EngineCore, load_core
+from securechat.engine.batched.decode_attention import split_k_attention
 from securechat.engine.batched.detokenizer import IncrementalDetokenizer
 from securechat.engine.batched.engine_process import EngineProcess
 from securechat.engine.batched.engine_thread import EngineThread
 from securechat.engine.batched.kv_cache import KVCache
 from securechat.engine.batched.model import AttentionMetadata, Qwen2Model
+from securechat.engine.batched.runner import bind_thread
 from securechat.engine.batched.sequence import Sequence
 from securechat.tiny_model import TINY_MODEL_NAME
 
@@ -162,12 +166,14 @@ def test_tokens_match_generate_alone_and_in_one_batch(
 def test_static_padded_decode_matches_generate(
     tiny_model_path: Path, hf_model: PreTrainedModel, prompt_ids: list[list[int]]
 ) -> None:
-    # What each CUDA graph captures (bucket-padded static buffers, masked window, scratch slot), run eagerly.
+    # What each CUDA graph captures without the kernel (bucket-padded static buffers, masked window, scratch
+    # slot), run eagerly.
     params = [_sampling(i, sampled=i % 2 == 0) for i in range(len(PROMPTS))]
     caches = []
     for eager_static_decode in (True, False):
         core = load_core(_config(max_batch_size=8, decode_buckets=(1, 2, 4, 8)), CPU)
         core.runner.eager_static_decode = eager_static_decode
+        core.runner.split_k_decode = False  # the fallback body: gather the window and mask it
         seqs = [Sequence(list(ids), p, p.max_new_tokens) for ids, p in zip(prompt_ids, params, strict=True)]
         _drain(core, seqs[:-1], late=seqs[-1])  # batch sizes 5 -> 6 -> ... -> 1 cross the buckets 8, 4, 2, 1
         for seq, ids, p in zip(seqs, prompt_ids, params, strict=True):
@@ -178,6 +184,49 @@ def test_static_padded_decode_matches_generate(
     for layer in range(static.shape.num_layers):
         torch.testing.assert_close(static.k[layer][: static.num_slots], eager.k[layer][: eager.num_slots])
         torch.testing.assert_close(static.v[layer][: static.num_slots], eager.v[layer][: eager.num_slots])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="Triton interprets only on CPU-only hosts (conftest.py)")
+def test_kernel_static_decode_matches_per_sequence_decode(
+    tiny_model_path: Path, prompt_ids: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The CUDA-graph body with the split-K kernel (run by Triton's interpreter here) against the eager
+    # per-sequence path, greedy, token for token: alone, then three rows padded to bucket 4 and a late joiner.
+    plan = ((1, 9), (0, 5), (2, 12), (3, 7), (5, 8))  # (prompt, budget)
+
+    def run(static: bool) -> list[list[int]]:
+        core = load_core(_config(max_batch_size=4, decode_buckets=(1, 2, 4)), CPU)
+        assert core.runner.split_k_decode  # TRITON_INTERPRET=1 (conftest.py): the kernel runs on the CPU
+        core.runner.eager_static_decode = static
+        seqs = [Sequence(list(prompt_ids[i]), SamplingParams(max_new_tokens=n), n) for i, n in plan]
+        _drain(core, seqs[:1])
+        _drain(core, seqs[1:4], late=seqs[4], join_at=2)
+        return [seq.output_ids for seq in seqs]
+
+    rows: list[int] = []
+
+    def kernel(*args: Any, **kwargs: Any) -> torch.Tensor:
+        rows.append(args[0].shape[0])  # q: [bucket, H, D]
+        return split_k_attention(*args, **kwargs)
+
+    def no_window(*args: Any, **kwargs: Any) -> torch.Tensor:
+        raise AssertionError("the static path gathered the window instead of running the kernel")
+
+    monkeypatch.setattr(model_module, "split_k_attention", kernel)
+    monkeypatch.setattr(model_module, "masked_window_attention", no_window)
+    expected = run(static=False)
+    assert rows == []  # per-sequence decode never touches the kernel
+    assert run(static=True) == expected
+    assert set(rows) == {1, 2, 4}  # every bucket ran, padded rows included
+
+
+def test_bind_thread_accepts_cuda_without_an_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch's own index check, without CUDA: set_device(torch.device("cuda")) raises ValueError
+    bound: list[int] = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: bound.append(_get_device_index(device)))
+    for device in ("cuda", "cuda:1", "cpu"):
+        bind_thread(torch.device(device))
+    assert bound == [1]
 
 
 def test_admission_is_bounded_by_batch_size(tiny_model_path: Path, prompt_ids: list[list[int]]) -> None:

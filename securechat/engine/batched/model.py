@@ -7,8 +7,9 @@ step (fused QKV and fused gate/up projections; nano-vllm's layout). Only attenti
 - decode, ``lengths_host`` given (CPU, eager): SDPA per sequence over a *view* of its slot, ``[:len]``: it reads
   exactly the real length, copies nothing, and with no mask SDPA keeps native GQA (``enable_gqa``, no repeat_kv).
   On CPU the per-call overhead is small next to the matmuls, so this beats padding to the longest sequence;
-- decode, ``lengths_host`` None (CUDA graphs need static shapes): one SDPA over the slots gathered up to a
-  static ``window``, with a key-padding mask built from the real lengths.
+- decode, ``lengths_host`` None (CUDA graphs need static shapes): lengths stay on the device and a Triton
+  split-K kernel reads each slot up to its real length; where the kernel is unavailable, one SDPA over the
+  slots gathered up to a static ``window``, masked past each length (``meta.split_k``, set by the runner).
 
 Numerics follow transformers: RMSNorm in fp32, RoPE tables from the HF module's own ``inv_freq`` (so
 ``rope_theta`` and scaled variants match) computed in fp32, Q/K/V biases, ``scale = head_dim ** -0.5``.
@@ -23,6 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from securechat.engine.batched.decode_attention import (
+    masked_window_attention,
+    per_sequence_attention,
+    split_k_attention,
+)
 from securechat.engine.batched.kv_cache import KVCache, KVCacheShape
 
 
@@ -34,8 +40,9 @@ class AttentionMetadata:
     cu_seqlens: list[int] | None = None  # prefill: [B + 1] token offsets of each sequence (host)
     slots_host: list[int] | None = None  # prefill and per-sequence decode: the KV rows (host)
     lengths: torch.Tensor | None = None  # decode: [B] context length including this step's token
-    lengths_host: list[int] | None = None  # decode per sequence (eager); None = masked over `window`
-    window: int = 0  # masked decode: keys 0 .. window - 1 are considered
+    lengths_host: list[int] | None = None  # decode per sequence (eager); None = static shapes, lengths on device
+    split_k: bool = False  # static decode: the split-K kernel over real lengths (decode_attention.py)
+    window: int = 0  # static decode without the kernel: keys 0 .. window - 1 are gathered and masked
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -140,26 +147,11 @@ class Qwen2Layer(nn.Module):
         v_cache[meta.slots, :, meta.positions] = v
         if meta.lengths_host is not None:
             assert meta.slots_host is not None
-            out = torch.empty_like(q)
-            for i, (slot, length) in enumerate(zip(meta.slots_host, meta.lengths_host, strict=True)):
-                out[i] = F.scaled_dot_product_attention(
-                    q[i].unsqueeze(0).unsqueeze(2),  # [1, H, 1, D]
-                    k_cache[slot, :, :length].unsqueeze(0),  # [1, Hkv, len, D], a view
-                    v_cache[slot, :, :length].unsqueeze(0),
-                    scale=self.scale,
-                    enable_gqa=True,
-                )[0, :, 0]
-            return out
+            return per_sequence_attention(q, k_cache, v_cache, meta.slots_host, meta.lengths_host, self.scale)
         assert meta.lengths is not None
-        window = meta.window
-        keys = k_cache[:, :, :window].index_select(0, meta.slots)  # [B, Hkv, W, D]
-        values = v_cache[:, :, :window].index_select(0, meta.slots)
-        arange = torch.arange(window, device=q.device)
-        mask = (arange[None, :] < meta.lengths[:, None])[:, None, None, :]  # [B, 1, 1, W]
-        out = F.scaled_dot_product_attention(
-            q.unsqueeze(2), keys, values, attn_mask=mask, scale=self.scale, enable_gqa=True
-        )  # [B, H, 1, D]
-        return out[:, :, 0]
+        if meta.split_k:
+            return split_k_attention(q, k_cache, v_cache, meta.slots, meta.lengths, self.scale)
+        return masked_window_attention(q, k_cache, v_cache, meta.slots, meta.lengths, meta.window, self.scale)
 
 
 class Qwen2Model(nn.Module):

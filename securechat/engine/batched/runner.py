@@ -3,7 +3,9 @@
 - prefill: eager, the new sequences' prompts flattened into one ``[T]`` batch (varlen, per-sequence attention);
 - decode: the running batch padded into static buffers (token, position, slot, length). On a GPU with CUDA
   graphs each bucket size (1, 2, 4, ...) is captured once, all sharing one memory pool, and replayed; padded
-  rows write to the scratch KV row. On CPU the same buffers feed an eager forward with per-sequence attention;
+  rows write to the scratch KV row. Inside the graph attention reads each sequence's real length from the
+  length buffer (the split-K kernel of ``decode_attention.py``), so a step reads no key past a sequence's end.
+  On CPU the same buffers feed an eager forward with per-sequence attention;
 - sampling per request (``sampler.sample``), then one ``tolist()``: the step's only host sync.
 
 Capture and every replay must happen on the engine's one dedicated thread (``torch.cuda.graph`` state and
@@ -19,6 +21,7 @@ from typing import Any, Final
 import torch
 
 from securechat.engine.batched.config import BatchedEngineConfig
+from securechat.engine.batched.decode_attention import kernel_available
 from securechat.engine.batched.kv_cache import KVCache
 from securechat.engine.batched.model import AttentionMetadata, Qwen2Model
 from securechat.engine.batched.sampler import sample
@@ -47,7 +50,9 @@ def free_device_bytes(device: torch.device) -> int | None:
 
 def bind_thread(device: torch.device) -> None:
     """Make ``device`` current for the calling thread (the engine thread, before load and capture)."""
-    if device.type == "cuda":
+    # torch.cuda.set_device refuses a device without an index ("cuda", what device "auto" resolves to);
+    # such a device means the current one, which needs no binding.
+    if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
 
 
@@ -83,6 +88,9 @@ class ModelRunner:
         self.graph_logits: dict[int, torch.Tensor] = {}  # bucket -> [bucket, V] output of its graph
         # Run the graph body eagerly instead of per-sequence attention: lets CPU tests check what graphs compute.
         self.eager_static_decode = False
+        # Static decode attends over real lengths with the split-K kernel where it runs, else over a masked
+        # window; read when a graph is captured, so change it only before capture (benchmarks compare both).
+        self.split_k_decode = kernel_available(device)
 
     def make_generator(self, seed: int | None) -> torch.Generator:
         generator = torch.Generator(device=self.device)
@@ -137,7 +145,7 @@ class ModelRunner:
                 self.graphs[bucket].replay()
                 return self.graph_logits[bucket]  # [bucket, V]; rows past n are padding
             return self._static_forward(bucket)
-        if self.device.type == "cuda":  # eager fallback: masked over the longest sequence of the batch
+        if self.device.type == "cuda":  # eager, no graph for this size: real lengths (kernel), else masked window
             meta = self._decode_metadata(n, window=max(lengths_host))
         else:
             meta = AttentionMetadata(
@@ -155,12 +163,14 @@ class ModelRunner:
             slots=self.slots[:n],
             positions=self.positions[:n],
             lengths=self.lengths[:n],
+            split_k=self.split_k_decode,
             window=window,
         )
 
     def _static_forward(self, bucket: int) -> torch.Tensor:
-        """The body each CUDA graph captures: ``bucket`` rows of the static buffers, keys masked over the
-        whole static window. Returns [bucket, V] fp32 logits."""
+        """The body each CUDA graph captures: ``bucket`` rows of the static buffers; attention over each row's
+        real length (or, without the kernel, masked over the whole static window). Returns [bucket, V] fp32
+        logits."""
         meta = self._decode_metadata(bucket, window=self.max_model_len)
         return self.model.compute_logits(self.model(self.input_ids[:bucket], meta, self.kv_cache))
 
