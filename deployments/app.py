@@ -1,7 +1,8 @@
 """The application builder: ``serve run serve_config.yaml`` calls ``build_app`` with the config's ``args``.
 
 Deployment names are stable so serve_config.yaml's ``deployments:`` section can set ``num_replicas`` and
-``ray_actor_options`` per deployment: ``Gateway``, ``Orchestrator`` and one ``Worker-<region>`` per region.
+``ray_actor_options`` per deployment: ``Gateway``, ``Orchestrator``, one ``Worker-<region>`` per region, and
+``DocumentStore`` (one replica) when collections are enabled (``rag.enabled``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from ray.serve import Application
 
 from deployments.gateway import GatewayDeployment
 from deployments.orchestrator import OrchestratorDeployment
+from deployments.store import STORE_DEPLOYMENT, DocumentStoreDeployment
 from deployments.worker import WorkerDeployment
 from securechat.config import AppSettings
 
@@ -35,6 +37,11 @@ def build_app(args: dict[str, Any]) -> Application:
     # Replica counts stay out of the deployments' init args, so scaling one region is a config-only update that
     # Serve applies in place instead of restarting every deployment with new arguments.
     plain = settings.model_dump(mode="json", exclude={"regions": {"__all__": {"num_replicas"}}})
+    store = None
+    if settings.rag.enabled:  # one replica: it owns the store's file
+        store = serve.deployment(
+            name=STORE_DEPLOYMENT, num_replicas=1, ray_actor_options=_LIGHT, max_ongoing_requests=1000
+        )(DocumentStoreDeployment).bind(plain)
     workers = {
         region.name: serve.deployment(
             name=worker_deployment_name(region.name),
@@ -44,7 +51,7 @@ def build_app(args: dict[str, Any]) -> Application:
             max_queued_requests=settings.dispatch.worker_max_queued_requests,
             graceful_shutdown_timeout_s=settings.dispatch.drain_timeout_s,
             health_check_period_s=5,
-        )(WorkerDeployment).bind(plain, region.name)
+        )(WorkerDeployment).bind(plain, region.name, store)
         for region in settings.regions
     }
     orchestrator = serve.deployment(name="Orchestrator", ray_actor_options=_LIGHT, max_ongoing_requests=1000)(
@@ -52,4 +59,4 @@ def build_app(args: dict[str, Any]) -> Application:
     ).bind(plain, workers)
     return serve.deployment(name="Gateway", ray_actor_options=_LIGHT, max_ongoing_requests=1000)(
         GatewayDeployment
-    ).bind(plain, orchestrator)
+    ).bind(plain, orchestrator, store)

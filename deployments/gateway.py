@@ -10,9 +10,11 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from deployments.metrics import GatewayMetrics
+from deployments.store import HandleDocumentStore
 from securechat.config import AppSettings
 from securechat.gateway.app import create_app
 from securechat.gateway.service import GatewayService
+from securechat.host_limits import HostLimits
 from securechat.tenants.tenancy import build_tenancy
 
 
@@ -24,8 +26,8 @@ class HandleBackend:
         self._directory = orchestrator.options(method_name="key_directory")
         self._attestations = orchestrator.options(method_name="attestations")
 
-    async def infer(self, envelope: bytes, max_new_tokens: int | None = None) -> AsyncIterator[bytes]:
-        stream = self._infer.remote(envelope, max_new_tokens)
+    async def infer(self, envelope: bytes, limits: HostLimits | None = None) -> AsyncIterator[bytes]:
+        stream = self._infer.remote(envelope, limits)
         assert isinstance(stream, DeploymentResponseGenerator)
         try:
             async for frame in stream:
@@ -44,10 +46,15 @@ class HandleBackend:
 
 @serve.ingress()
 class GatewayDeployment:
-    def __init__(self, settings: dict[str, Any], orchestrator: DeploymentHandle) -> None:
+    def __init__(
+        self, settings: dict[str, Any], orchestrator: DeploymentHandle, store: DeploymentHandle | None = None
+    ) -> None:
         app_settings = AppSettings.model_validate(settings)
         self._tenancy = build_tenancy(app_settings.auth, app_settings.tenants)
-        self._service = GatewayService(app_settings, HandleBackend(orchestrator), self._tenancy, GatewayMetrics())
+        documents = HandleDocumentStore(store) if store is not None else None
+        self._service = GatewayService(
+            app_settings, HandleBackend(orchestrator), self._tenancy, GatewayMetrics(), documents
+        )
 
     def __del__(self) -> None:
         tenancy = getattr(self, "_tenancy", None)

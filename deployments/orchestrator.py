@@ -11,6 +11,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.pool import RayWorkerPool
 from securechat.config import AppSettings
 from securechat.dispatcher import InferenceDispatcher
+from securechat.host_limits import HostLimits
 
 
 class OrchestratorDeployment:
@@ -19,8 +20,8 @@ class OrchestratorDeployment:
         pools = {region: RayWorkerPool(handle) for region, handle in workers.items()}
         self._dispatcher = InferenceDispatcher(pools, app.dispatch)
 
-    async def infer(self, envelope: bytes, max_new_tokens: int | None = None) -> AsyncIterator[bytes]:
-        async with aclosing(self._dispatcher.dispatch(envelope, max_new_tokens)) as frames:
+    async def infer(self, envelope: bytes, limits: HostLimits | None = None) -> AsyncIterator[bytes]:
+        async with aclosing(self._dispatcher.dispatch(envelope, limits)) as frames:
             async for frame in frames:
                 yield frame
 

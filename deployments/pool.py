@@ -11,6 +11,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from securechat.dispatcher import Overloaded, Selection, WorkerLost, WorkerPool
+from securechat.host_limits import HostLimits
 
 _LOST = (RayActorError, ActorDiedError, ActorUnavailableError, ReplicaUnavailableError)
 # Broadcasts wait for a free slot on each replica (max_ongoing_requests), so a saturated replica may not
@@ -39,10 +40,8 @@ class RayWorkerPool(WorkerPool):
         except BackPressureError:
             raise Overloaded() from None
 
-    async def dispatch(
-        self, selection: Selection, envelope: bytes, max_new_tokens: int | None
-    ) -> AsyncGenerator[bytes, None]:
-        stream = self._run.dispatch(selection.handle, envelope, max_new_tokens)
+    async def dispatch(self, selection: Selection, envelope: bytes, limits: HostLimits) -> AsyncGenerator[bytes, None]:
+        stream = self._run.dispatch(selection.handle, envelope, limits)
         assert isinstance(stream, DeploymentResponseGenerator)
         try:
             async for frame in stream:

@@ -2,35 +2,57 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from deployments.metrics import WorkerMetrics
-from securechat.attestation import Attester, ensure_root, measure_for_engine
-from securechat.config import AppSettings, AttestationSettings, EngineSettings, StreamSettings
+from deployments.store import HandleDocumentStore
+from securechat.attestation import Attester, ensure_root
+from securechat.attestation.app_measurement import measure_app_worker
+from securechat.config import AppSettings, RagSettings
 from securechat.engine.factory import build_engine
 from securechat.envelope import Envelope
+from securechat.host_limits import HostLimits
+from securechat.rag.embedder import MiniLMEmbedder
+from securechat.rag.modes import CollectionModes
+from securechat.rag.service import RagOptions, RagService
 from securechat.worker import EnclaveWorker, WorkerIdentity
 
 
-def make_attester(
-    identity: WorkerIdentity, engine: EngineSettings, stream: StreamSettings, settings: AttestationSettings
-) -> Attester:
-    """Measure this worker (code, runtime config, model files) and have the platform root endorse it."""
-    registers = measure_for_engine(
-        engine.model_dump(mode="json"), debug=settings.debug, stream=stream.model_dump(mode="json")
+async def build_collection_modes(settings: RagSettings, store: DeploymentHandle | None) -> CollectionModes | None:
+    """The collection modes, when enabled: the embedder loads here, off the event loop."""
+    if not settings.enabled or store is None:
+        return None
+    embedder = await asyncio.to_thread(MiniLMEmbedder)
+    options = RagOptions(
+        max_document_bytes=settings.max_document_bytes,
+        chunk_tokens=settings.chunk_tokens,
+        overlap_tokens=settings.overlap_tokens,
+        cache_bytes=settings.cache_bytes,
+        cache_idle_s=settings.cache_idle_s,
     )
+    return CollectionModes(RagService(embedder, HandleDocumentStore(store), options))
+
+
+def make_attester(identity: WorkerIdentity, app: AppSettings) -> Attester:
+    """Measure this worker (code, runtime config, model files) and have the platform root endorse it."""
+    registers = measure_app_worker(app, identity.region)
+    settings = app.attestation
     root = ensure_root(Path(settings.root_key_path) if settings.root_key_path else None)
     return Attester(root, identity, registers, key_ttl_s=settings.key_ttl_s, debug=settings.debug)
 
 
 class WorkerDeployment:
     # Serve awaits an async constructor: the replica is not routable until the model has loaded.
-    async def __init__(self, settings: dict[str, Any], region: str) -> None:  # type: ignore[misc]
+    async def __init__(  # type: ignore[misc]
+        self, settings: dict[str, Any], region: str, store: DeploymentHandle | None = None
+    ) -> None:
         app = AppSettings.model_validate(settings)
         engine_settings = app.engine_for(region)
         replica_id = serve.get_replica_context().replica_id.unique_id
@@ -41,8 +63,9 @@ class WorkerDeployment:
             engine=build_engine(engine_settings),
             max_new_tokens=engine_settings.max_new_tokens,
             observer=WorkerMetrics(worker_id, region),
-            attester_factory=lambda identity: make_attester(identity, engine_settings, app.stream, app.attestation),
+            attester_factory=lambda identity: make_attester(identity, app),
             stream=app.stream,
+            collections=await build_collection_modes(app.rag, store),
         )
         await self._worker.start()
 
@@ -56,8 +79,8 @@ class WorkerDeployment:
     async def attest(self, nonce: str) -> dict[str, Any]:
         return {**await self.describe(), "attestation": self._worker.attest(nonce)}
 
-    async def run(self, envelope: bytes, max_new_tokens: int | None = None) -> AsyncIterator[bytes]:
-        async with aclosing(self._worker.run(Envelope.from_bytes(envelope), max_new_tokens)) as frames:
+    async def run(self, envelope: bytes, limits: HostLimits | None = None) -> AsyncIterator[bytes]:
+        async with aclosing(self._worker.run(Envelope.from_bytes(envelope), limits)) as frames:
             async for frame in frames:
                 yield frame
 

@@ -25,13 +25,14 @@ from securechat.attestation import (
     default_root_path,
     load_release_key,
     manifest_for_registers,
-    measure_for_engine,
     root_id,
     save_manifest,
     sign_manifest,
 )
+from securechat.attestation.app_measurement import measure_app_worker
 from securechat.attestation.manifest import default_release_key_path
 from securechat.client.cli import add_client_commands
+from securechat.client.collections_cli import add_collection_commands
 from securechat.client.config import DEFAULT_MANIFEST_PATH
 from securechat.config import AppSettings
 from securechat.proxy.cli import add_proxy_command
@@ -117,11 +118,7 @@ def _cmd_manifest_build(args: argparse.Namespace) -> int:
         region = args.region or settings.region_names[0]
         engine = settings.engine_for(region)
         # The same measurement deployments.worker.make_attester makes for this region's workers.
-        registers = measure_for_engine(
-            engine.model_dump(mode="json"),
-            debug=settings.attestation.debug,
-            stream=settings.stream.model_dump(mode="json"),
-        )
+        registers = measure_app_worker(settings, region)
         manifest = manifest_for_registers(args.name, args.release, registers)
     except KeyError:
         print(f"error: region {args.region} is not in {args.config}", file=sys.stderr)
@@ -170,6 +167,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_key_commands(subparsers)
     _add_manifest(subparsers)
     add_client_commands(subparsers)
+    add_collection_commands(subparsers)
     add_proxy_command(subparsers)
     add_tenant_commands(subparsers)
     return parser

@@ -107,6 +107,25 @@ class StreamSettings(_Strict):
         return self.flush_interval_ms / 1000
 
 
+class RagSettings(_Strict):
+    """Collections (securechat.rag): sealed documents that only worker replicas read. ``enabled`` loads the
+    embedder (all-MiniLM-L6-v2, ~90 MB) in every worker and adds the modes rag, ingest, search and embed."""
+
+    enabled: bool = False
+    store_path: str = "~/.local/share/securechat/documents.sqlite3"  # the store deployment's SQLite file
+    max_document_bytes: int = Field(default=1 << 20, ge=1, le=16 << 20)
+    chunk_tokens: int = Field(default=200, ge=16, le=254)  # embedder word pieces; 256 minus [CLS] and [SEP]
+    overlap_tokens: int = Field(default=40, ge=0)
+    cache_bytes: int = Field(default=256 << 20, ge=0)  # decrypted collections a worker keeps in memory
+    cache_idle_s: float = Field(default=300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_half(self) -> RagSettings:
+        if self.overlap_tokens >= self.chunk_tokens // 2:
+            raise ValueError("rag.overlap_tokens must be below half of rag.chunk_tokens")
+        return self
+
+
 class AttestationSettings(_Strict):
     """The simulated platform: where workers find the root that endorses them, and what their documents say."""
 
@@ -124,7 +143,7 @@ class AppSettings(_Strict):
     attestation: AttestationSettings = AttestationSettings()
     auth: AuthSettings = AuthSettings()  # required by default; `mode: disabled` is a development setting
     tenants: TenantsSettings = TenantsSettings()
-    modes: tuple[str, ...] = ("plain",)
+    rag: RagSettings = RagSettings()
 
     @model_validator(mode="after")
     def _regions_are_unique(self) -> AppSettings:
@@ -137,6 +156,10 @@ class AppSettings(_Strict):
         if not named <= set(names):
             raise ValueError("tenant policies name regions that are not configured")
         return self
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return ("plain", "rag", "ingest", "search", "embed") if self.rag.enabled else ("plain",)
 
     @property
     def region_names(self) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ from securechat.config import DispatchSettings
 from securechat.envelope import Envelope
 from securechat.errors import ErrorCode
 from securechat.framing import LENGTH_PREFIX, encode_frame
+from securechat.host_limits import HostLimits
 from securechat.logs import get_logger, log_event
 from securechat.stream import START_FRAME, make_error_frame
 
@@ -66,12 +67,10 @@ class WorkerPool(ABC):
         """Reserve a slot on one replica (released on exit unless dispatched). May raise Overloaded."""
 
     @abstractmethod
-    def dispatch(
-        self, selection: Selection, envelope: bytes, max_new_tokens: int | None
-    ) -> AsyncGenerator[bytes, None]:
+    def dispatch(self, selection: Selection, envelope: bytes, limits: HostLimits) -> AsyncGenerator[bytes, None]:
         """Send to exactly the selected replica; yield its items of wire bytes. Raise WorkerLost if it dies.
 
-        ``max_new_tokens`` is the tenant's cap, enforced by the worker whatever the sealed body asks for.
+        ``limits`` are the tenant's, enforced by the worker whatever the sealed body asks for.
         """
 
     @abstractmethod
@@ -107,7 +106,7 @@ class InferenceDispatcher:
         pool = self._pools.get(region)
         return [] if pool is None else await pool.attest(nonce)
 
-    async def dispatch(self, envelope_bytes: bytes, max_new_tokens: int | None = None) -> AsyncGenerator[bytes, None]:
+    async def dispatch(self, envelope_bytes: bytes, limits: HostLimits | None = None) -> AsyncGenerator[bytes, None]:
         """Yield items of length-prefixed wire frames; failures before any frame are a single error frame."""
         try:
             envelope = Envelope.from_bytes(envelope_bytes)
@@ -135,7 +134,8 @@ class InferenceDispatcher:
             return
         self._in_flight += 1
         try:
-            async with aclosing(self._dispatch_admitted(pool, envelope, envelope_bytes, max_new_tokens)) as frames:
+            admitted = self._dispatch_admitted(pool, envelope, envelope_bytes, limits or HostLimits())
+            async with aclosing(admitted) as frames:
                 async for frame in frames:
                     yield frame
         finally:
@@ -146,7 +146,7 @@ class InferenceDispatcher:
         return self._in_flight
 
     async def _dispatch_admitted(
-        self, pool: WorkerPool, envelope: Envelope, envelope_bytes: bytes, max_new_tokens: int | None
+        self, pool: WorkerPool, envelope: Envelope, envelope_bytes: bytes, limits: HostLimits
     ) -> AsyncGenerator[bytes, None]:
         request_id = envelope.header.request_id
         started = time.perf_counter()
@@ -167,7 +167,7 @@ class InferenceDispatcher:
                         attempt=attempt,
                         bytes=len(envelope_bytes),
                     )
-                    async with aclosing(self._relay(pool, selection, envelope_bytes, max_new_tokens, relay)) as frames:
+                    async with aclosing(self._relay(pool, selection, envelope_bytes, limits, relay)) as frames:
                         async for frame in frames:
                             yield frame
                 log_event(
@@ -198,13 +198,13 @@ class InferenceDispatcher:
 
     @staticmethod
     async def _relay(
-        pool: WorkerPool, selection: Selection, envelope_bytes: bytes, max_new_tokens: int | None, relay: _Relay
+        pool: WorkerPool, selection: Selection, envelope_bytes: bytes, limits: HostLimits, relay: _Relay
     ) -> AsyncGenerator[bytes, None]:
         """The replica's items. Its start frame is held and sent with the next item: a replica lost right after
         sending it has sent nothing of the answer, so the request can still be retried elsewhere."""
         held = b""
         # aclosing: the worker's stream is closed inside the replica's reserved slot, as Serve requires.
-        async with aclosing(pool.dispatch(selection, envelope_bytes, max_new_tokens)) as items:
+        async with aclosing(pool.dispatch(selection, envelope_bytes, limits)) as items:
             async for item in items:
                 if not relay.sent_any and item[LENGTH_PREFIX.size : LENGTH_PREFIX.size + 1] == bytes([START_FRAME]):
                     held += item

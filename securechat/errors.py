@@ -46,3 +46,12 @@ class ErrorCode(StrEnum):
     OVERLOADED = "overloaded"
     CANCELLED = "cancelled"
     INTERNAL = "internal_error"
+    # Collections (RAG): the host's own refusals, and a worker's about a document it could not take.
+    UNKNOWN_COLLECTION = "unknown_collection"
+    UNKNOWN_DOCUMENT = "unknown_document"
+    COLLECTION_EXISTS = "collection_exists"
+    TOO_MANY_DOCUMENTS = "too_many_documents"
+    TOO_MANY_CHUNKS = "too_many_chunks"
+    DOCUMENT_EMPTY = "document_empty"
+    DOCUMENT_TOO_LARGE = "document_too_large"
+    UNSUPPORTED_DOCUMENT_TYPE = "unsupported_document_type"

@@ -25,6 +25,7 @@ class Completion:
     request_id: str
     text: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    citations: list[dict[str, Any]] = field(default_factory=list)  # a RAG answer's: n, doc_id, chunk_index, score
 
 
 def iter_text(chunks: Iterable[bytes], sealed: SealedRequest) -> Iterator[str | FinalEvent]:
@@ -48,10 +49,20 @@ def iter_text(chunks: Iterable[bytes], sealed: SealedRequest) -> Iterator[str | 
 def read_completion(chunks: Iterable[bytes], sealed: SealedRequest) -> Completion:
     """Decrypt a whole response (e.g. the bytes of ``curl --output out.bin``)."""
     pieces: list[str] = []
-    metrics: dict[str, Any] = {}
+    final = FinalEvent()
     for item in iter_text(chunks, sealed):
         if isinstance(item, FinalEvent):
-            metrics = item.metrics
+            final = item
         else:
             pieces.append(item)
-    return Completion(request_id=sealed.request_id, text="".join(pieces), metrics=metrics)
+    return completion_of(sealed.request_id, "".join(pieces), final)
+
+
+def completion_of(request_id: str, text: str, final: FinalEvent) -> Completion:
+    citations = final.extra.get("citations")
+    return Completion(
+        request_id=request_id,
+        text=text,
+        metrics=final.metrics,
+        citations=list(citations) if isinstance(citations, list) else [],
+    )

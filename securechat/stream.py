@@ -18,8 +18,9 @@ final frame another (8 bytes more)::
     plaintext = kind:u8 | length:u16 BE | body (length bytes) | zero padding up to frame_bytes
 
 ``kind`` TEXT carries UTF-8 answer text (split only at character boundaries; text beyond one frame continues in
-the next); ``kind`` TRAILER carries the JSON trailer {"metrics": {...}, "error": code | null}, content-free
-numbers and an optional error code, which ends in the final frame and may begin in data frames before it.
+the next); ``kind`` TRAILER carries the JSON trailer {"metrics": {...}, "error": code | null, ...}: content-free
+numbers, an optional error code, and what a mode adds (a RAG answer's "citations", a search's "result"); it
+ends in the final frame and may begin in data frames before it.
 Padding is inside the AEAD, so it is authenticated; readers refuse non-zero padding and frames of another size.
 
 response_key = HKDF-SHA256(DEK, salt=run salt, info="securechat/v2/response" | request_id). Counter nonces
@@ -142,10 +143,15 @@ class ResponseSealer:
         return [self._seal(KIND_TEXT, piece, None) for piece in split_utf8(text.encode(), self._capacity)]
 
     def seal_final(
-        self, metrics: dict[str, Any], error: ErrorCode | None = None, usage: Usage | None = None
+        self,
+        metrics: dict[str, Any],
+        error: ErrorCode | None = None,
+        usage: Usage | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> list[bytes]:
         """The trailer: data frames while it does not fit, then the final frame (carrying ``usage``)."""
-        body = json.dumps({"metrics": metrics, "error": error.value if error else None}, separators=(",", ":"))
+        trailer = {**(extra or {}), "metrics": metrics, "error": error.value if error else None}
+        body = json.dumps(trailer, ensure_ascii=False, separators=(",", ":"))
         raw = body.encode()
         pieces = [raw[i : i + self._capacity] for i in range(0, len(raw), self._capacity)]
         frames = [self._seal(KIND_TRAILER, piece, None) for piece in pieces[:-1]]
@@ -196,6 +202,7 @@ class FinalEvent:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # a mode's additions (citations, result)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +279,9 @@ class ResponseOpener:
         assert usage is not None
         try:
             trailer = json.loads(self._trailer)
-            return FinalEvent(metrics=dict(trailer.get("metrics") or {}), error=trailer.get("error"), usage=usage)
+            extra = {k: v for k, v in trailer.items() if k not in ("metrics", "error")}
+            metrics = dict(trailer.get("metrics") or {})
+            return FinalEvent(metrics=metrics, error=trailer.get("error"), usage=usage, extra=extra)
         except (ValueError, TypeError, AttributeError):
             raise InvalidCiphertext() from None
 

@@ -21,9 +21,11 @@ from securechat.engine.base import Engine, EngineDeadError, EngineError, Generat
 from securechat.envelope import Envelope, open_request
 from securechat.errors import ErrorCode, InvalidCiphertext
 from securechat.framing import encode_frame
+from securechat.host_limits import HostLimits
 from securechat.keys import RecipientKey, WorkerKeys
 from securechat.logs import get_logger, log_event
 from securechat.pacing import paced
+from securechat.rag.modes import COLLECTION_MODES, Answer, CollectionModes, Refused
 from securechat.request_body import InvalidRequestBody, RequestBody
 from securechat.state import StateMachine, WorkerState
 from securechat.stream import ResponseSealer, Usage, make_error_frame
@@ -79,6 +81,7 @@ class EnclaveWorker:
         observer: WorkerObserver | None = None,
         attester_factory: Callable[[WorkerIdentity], Attester] | None = None,
         stream: StreamSettings | None = None,
+        collections: CollectionModes | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.region = region
@@ -94,6 +97,7 @@ class EnclaveWorker:
         self._attester_factory = attester_factory
         self._attester: Attester | None = None
         self._stream = stream or StreamSettings()
+        self._collections = collections  # None: this worker serves plain chat only
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -154,12 +158,14 @@ class EnclaveWorker:
         await self._engine.close()
 
     # -- one request -------------------------------------------------------------------------------------
-    async def run(self, envelope: Envelope, max_new_tokens: int | None = None) -> AsyncGenerator[bytes, None]:
+    async def run(self, envelope: Envelope, limits: HostLimits | None = None) -> AsyncGenerator[bytes, None]:
         """Yield the response for one envelope as wire bytes: the start frame, then one item per flush.
 
-        ``max_new_tokens`` caps the answer below this worker's own limit (the tenant's policy, set by the host:
-        a number, not content, so the host may decide it).
+        ``limits`` are the tenant's policy, set by the host (numbers, not content, so the host may decide them):
+        ``max_new_tokens`` caps the answer below this worker's own limit, the others bound an ingest.
         """
+        limits = limits or HostLimits()
+        max_new_tokens = min(self._max_new_tokens, limits.max_new_tokens or self._max_new_tokens)
         request_id = envelope.header.request_id
         if self.state not in (WorkerState.READY, WorkerState.BUSY, WorkerState.STREAMING):
             self._observer.request_failed(ErrorCode.NO_WORKER)
@@ -183,14 +189,54 @@ class EnclaveWorker:
             self._observer.request_failed(ErrorCode.INVALID_ENVELOPE)
             yield encode_frame(make_error_frame(ErrorCode.INVALID_ENVELOPE, request_id))
             return
+        mode = envelope.header.mode
+        if mode == "plain":
+            async with aclosing(self._run_plain(opened.dek, opened.body, request_id, max_new_tokens)) as items:
+                async for item in items:
+                    yield item
+            return
+        if self._collections is None or mode not in COLLECTION_MODES:
+            self._observer.request_failed(ErrorCode.MODE_NOT_SUPPORTED)
+            yield encode_frame(make_error_frame(ErrorCode.MODE_NOT_SUPPORTED, request_id))
+            return
+        self._enter()
+        try:
+            prepared = await self._collections.prepare(
+                mode, opened.body, envelope.header.tenant_id, limits, max_new_tokens
+            )
+        except Refused as refused:
+            log_event(
+                logger,
+                "request_refused",
+                request_id=request_id,
+                worker_id=self.worker_id,
+                error_code=refused.code.value,
+            )
+            self._observer.request_failed(refused.code)
+            yield encode_frame(make_error_frame(refused.code, request_id))
+            return
+        finally:
+            self._leave(streaming=False)
+        sealer = ResponseSealer(opened.dek, request_id, self._stream.frame_bytes)  # a fresh salt, as below
+        yield encode_frame(sealer.start_frame)
+        if isinstance(prepared, Answer):
+            metrics = {"worker_id": self.worker_id}
+            usage = Usage(prepared.input_tokens, 0)
+            yield _wire(sealer.seal_final(metrics, usage=usage, extra={"result": prepared.result}))
+            return
+        async with self._slots, aclosing(self._generate(prepared.body, request_id, sealer, prepared.trailer)) as frames:
+            async for frame in frames:
+                yield frame
+
+    async def _run_plain(
+        self, dek: bytes, body_bytes: bytes, request_id: str, max_new_tokens: int
+    ) -> AsyncGenerator[bytes, None]:
         # A fresh salt: this run's key is never reused.
-        sealer = ResponseSealer(opened.dek, request_id, self._stream.frame_bytes)
+        sealer = ResponseSealer(dek, request_id, self._stream.frame_bytes)
         yield encode_frame(sealer.start_frame)
         try:
-            body = RequestBody.from_bytes(
-                opened.body, min(self._max_new_tokens, max_new_tokens or self._max_new_tokens)
-            )
-        except InvalidRequestBody:
+            body = RequestBody.from_bytes(body_bytes, max_new_tokens)
+        except InvalidRequestBody:  # sealed: the host does not learn that the body was malformed
             self._observer.request_failed(ErrorCode.INVALID_REQUEST)
             yield _wire(sealer.seal_final({"worker_id": self.worker_id}, ErrorCode.INVALID_REQUEST))
             return
@@ -200,7 +246,7 @@ class EnclaveWorker:
                 yield frame
 
     async def _generate(
-        self, body: RequestBody, request_id: str, sealer: ResponseSealer
+        self, body: RequestBody, request_id: str, sealer: ResponseSealer, trailer: dict[str, Any] | None = None
     ) -> AsyncGenerator[bytes, None]:
         self._enter()
         streaming = False
@@ -222,7 +268,8 @@ class EnclaveWorker:
                             logger, "request_done", request_id=request_id, worker_id=self.worker_id, **stats.as_dict()
                         )
                         usage = Usage(stats.input_tokens, stats.output_tokens)
-                        frames += sealer.seal_final({"worker_id": self.worker_id, **stats.as_dict()}, usage=usage)
+                        metrics = {"worker_id": self.worker_id, **stats.as_dict()}
+                        frames += sealer.seal_final(metrics, usage=usage, extra=trailer)
                     yield _wire(frames)
         except EngineError as exc:
             dead = isinstance(exc, EngineDeadError)

@@ -33,15 +33,19 @@ from securechat.attestation import (
     sign_manifest,
 )
 from securechat.client import ClientConfig
-from securechat.config import AppSettings, RegionSettings, StreamSettings
+from securechat.config import AppSettings, RagSettings, RegionSettings, StreamSettings
 from securechat.dispatcher import InferenceDispatcher
 from securechat.framing import decode_frames
 from securechat.gateway.app import create_app
 from securechat.gateway.backend import LocalBackend
 from securechat.gateway.service import GatewayService
+from securechat.host_limits import HostLimits
 from securechat.keys import Suite, WorkerKeys
+from securechat.rag.modes import CollectionModes
+from securechat.rag.store_client import AsyncDocumentStore
 from securechat.stream import MIN_FRAME_BYTES
 from securechat.tenants.auth import AuthMode, AuthSettings
+from securechat.tenants.policy import TenantPolicy
 from securechat.tenants.settings import TenantsSettings
 from securechat.tenants.store import TenantStore
 from securechat.tenants.tenancy import build_tenancy
@@ -113,15 +117,18 @@ def make_worker(
     debug: bool = False,
     chunks: Sequence[str] = ANSWER,
     stream: StreamSettings = SMALL_FRAMES,
+    collections: CollectionModes | None = None,
+    engine: ScriptedEngine | None = None,
 ) -> EnclaveWorker:
     worker = EnclaveWorker(
         worker_id,
         REGION,
-        ScriptedEngine(chunks),
+        engine or ScriptedEngine(chunks),
         8,
         keys=WorkerKeys.generate((Suite.HPKE_X25519,)),  # RSA key generation is slow and not needed here
         attester_factory=lambda identity: Attester(root, identity, registers, key_ttl_s=3600, debug=debug),
         stream=stream,
+        collections=collections,
     )
     asyncio.run(worker.start())
     return worker
@@ -166,9 +173,9 @@ class CountingBackend(LocalBackend):
         super().__init__(dispatcher)
         self._calls = calls
 
-    def infer(self, envelope: bytes, max_new_tokens: int | None = None) -> Any:
+    def infer(self, envelope: bytes, limits: HostLimits | None = None) -> Any:
         self._calls.append(len(envelope))
-        return super().infer(envelope, max_new_tokens)
+        return super().infer(envelope, limits)
 
 
 Mutation = Callable[[list[bytes]], bytes]
@@ -214,19 +221,31 @@ def serve_asgi(app: Any, *, lifespan: Literal["on", "off"] = "off") -> Iterator[
 
 
 @contextmanager
-def serve_gateway(workers: Sequence[EnclaveWorker], *, tenants_dir: Path | None = None) -> Iterator[LocalService]:
-    """The gateway over ``workers``; with ``tenants_dir``, API keys are required (store and secret there)."""
+def serve_gateway(
+    workers: Sequence[EnclaveWorker],
+    *,
+    tenants_dir: Path | None = None,
+    documents: AsyncDocumentStore | None = None,
+    rag: RagSettings | None = None,
+    default_policy: TenantPolicy | None = None,
+) -> Iterator[LocalService]:
+    """The gateway over ``workers``; with ``tenants_dir``, API keys are required (store and secret there); with
+    ``documents`` (and ``rag`` enabled), the collection routes and modes are served."""
     pool = FakePool(list(workers))
     calls: list[int] = []
     app = create_app()
     auth = AuthSettings(mode=AuthMode.REQUIRED if tenants_dir else AuthMode.DISABLED)
     directory = tenants_dir or Path("/nonexistent")
-    tenants = TenantsSettings(store_path=directory / "tenants.db", server_secret_path=directory / "secret")
-    settings = AppSettings(regions=(RegionSettings(name=REGION),), auth=auth, tenants=tenants)
+    tenants = TenantsSettings(
+        store_path=directory / "tenants.db",
+        server_secret_path=directory / "secret",
+        default_policy=default_policy or TenantPolicy(),
+    )
+    settings = AppSettings(regions=(RegionSettings(name=REGION),), auth=auth, tenants=tenants, rag=rag or RagSettings())
     tenancy = build_tenancy(settings.auth, settings.tenants)
     pools: dict[str, Any] = {REGION: pool}  # FakePool is a WorkerPool by shape
     backend = CountingBackend(InferenceDispatcher(pools), calls)
-    app.state.service = GatewayService(settings, backend, tenancy)
+    app.state.service = GatewayService(settings, backend, tenancy, documents=documents)
     counter = PathCounter(app)
     try:
         with serve_asgi(counter) as url:

@@ -10,6 +10,7 @@ from typing import Any
 from securechat.dispatcher import Selection, WorkerLost
 from securechat.engine.base import ChatMessage, Engine, EngineDeadError, GenerationRequest, GenerationStats, TextChunk
 from securechat.envelope import Envelope
+from securechat.host_limits import HostLimits
 
 
 class ScriptedEngine(Engine):
@@ -97,7 +98,7 @@ class FakePool:
         return chooser()
 
     async def dispatch(
-        self, selection: Selection, envelope: bytes, max_new_tokens: int | None = None
+        self, selection: Selection, envelope: bytes, limits: HostLimits | None = None
     ) -> AsyncGenerator[bytes, None]:
         self.dispatched_to.append(selection.replica_id)
         if selection.replica_id in self.die_before_first_frame:
@@ -105,7 +106,7 @@ class FakePool:
         limit = self.die_after_items.get(selection.replica_id)
         worker = self.workers[selection.replica_id]
         count = 0
-        async for frame in worker.run(Envelope.from_bytes(envelope), max_new_tokens):
+        async for frame in worker.run(Envelope.from_bytes(envelope), limits):
             if limit is not None and count == limit:
                 raise WorkerLost()
             count += 1

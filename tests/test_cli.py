@@ -70,7 +70,7 @@ def test_manifest_build_signs_exactly_what_a_worker_measures(
     assert (signed.manifest.name, signed.manifest.release) == ("securechat", "r1")
     settings = AppSettings.model_validate(yaml.safe_load(config_path.read_text())["applications"][0]["args"])
     identity = WorkerIdentity("w0", region, WorkerKeys.generate((Suite.HPKE_X25519,)).public_keys)
-    attester = make_attester(identity, settings.engine_for(region), settings.stream, settings.attestation)
+    attester = make_attester(identity, settings)
     measured = dict(attester.attest(new_nonce()).registers)
     assert {name: set(values) for name, values in signed.manifest.registers.items()} == {
         name: {value} for name, value in measured.items()

@@ -17,10 +17,10 @@ from securechat.attestation import (
     create_release_key,
     load_release_key,
     manifest_for_registers,
-    measure_for_engine,
     save_manifest,
     sign_manifest,
 )
+from securechat.attestation.app_measurement import measure_app_worker
 from securechat.client import ClientConfig, SecureChatClient
 from securechat.config import AppSettings
 from securechat.proxy.app import create_proxy_app
@@ -37,11 +37,7 @@ def client_config(
     """What a user pins: the cluster's platform root, a release key, and a manifest for what the workers run."""
     directory = tmp_path_factory.mktemp("trust")
     create_release_key(directory / "release.pem")
-    settings = AppSettings.model_validate(APP_ARGS)
-    engine = settings.engine_for(MAIN_REGION)
-    registers = measure_for_engine(
-        engine.model_dump(mode="json"), debug=False, stream=settings.stream.model_dump(mode="json")
-    )
+    registers = measure_app_worker(AppSettings.model_validate(APP_ARGS), MAIN_REGION)
     manifest = manifest_for_registers("securechat", "ray-test", registers)
     save_manifest(directory / "manifest.json", sign_manifest(manifest, load_release_key(directory / "release.pem")))
     return ClientConfig(

@@ -15,6 +15,7 @@ from securechat.framing import decode_frames
 from securechat.gateway.app import create_app
 from securechat.gateway.backend import LocalBackend
 from securechat.gateway.service import GatewayService
+from securechat.host_limits import HostLimits
 from securechat.keys import RecipientKey, WorkerKeys
 from securechat.request_body import RequestBody
 from securechat.response import read_completion
@@ -159,7 +160,12 @@ def test_sse_is_refused_for_client_sealed_envelopes(stack: Any) -> None:
             "unsupported_media_type",
         ),
         ({"json": {**PLAIN, "region": "mars-1"}}, 400, "unknown_region"),
-        ({"json": {**PLAIN, "mode": "rag"}}, 501, "mode_not_supported"),
+        ({"json": {**PLAIN, "mode": "rag"}}, 422, "invalid_request"),  # a rag request names its collection
+        (
+            {"json": {**PLAIN, "mode": "rag", "collection_id": "col1", "collection_key": "A" * 44}},
+            501,
+            "mode_not_supported",
+        ),
         ({"json": {**PLAIN, "region": "eu-west-1"}}, 503, "no_worker_available"),
     ],
 )
@@ -286,9 +292,9 @@ class BreakingBackend(LocalBackend):
         self.__dict__.update(inner.__dict__)
         self.after = after
 
-    async def infer(self, envelope: bytes, max_new_tokens: int | None = None) -> Any:  # type: ignore[override]
+    async def infer(self, envelope: bytes, limits: HostLimits | None = None) -> Any:  # type: ignore[override]
         count = 0
-        async for frame in super().infer(envelope, max_new_tokens):
+        async for frame in super().infer(envelope, limits):
             if count == self.after:
                 raise RuntimeError("actor died")
             count += 1
@@ -317,9 +323,9 @@ class CorruptingBackend(LocalBackend):
     def __init__(self, inner: LocalBackend) -> None:
         self.__dict__.update(inner.__dict__)
 
-    async def infer(self, envelope: bytes, max_new_tokens: int | None = None) -> Any:  # type: ignore[override]
+    async def infer(self, envelope: bytes, limits: HostLimits | None = None) -> Any:  # type: ignore[override]
         index = 0
-        async for frame in super().infer(envelope, max_new_tokens):
+        async for frame in super().infer(envelope, limits):
             index += 1
             yield frame[:-1] + bytes([frame[-1] ^ 1]) if index == 2 else frame
 

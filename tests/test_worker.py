@@ -8,6 +8,7 @@ from securechat.engine.base import EngineDeadError, EngineError, GenerationStats
 from securechat.envelope import Envelope, seal_request
 from securechat.errors import ErrorCode
 from securechat.framing import decode_frames
+from securechat.host_limits import HostLimits
 from securechat.keys import Suite, WorkerKeys
 from securechat.request_body import RequestBody
 from securechat.state import WorkerState
@@ -221,7 +222,7 @@ def test_host_cap_on_new_tokens_wins_over_the_sealed_body(keys: WorkerKeys) -> N
     sealed = seal_request(
         body, request_id="req-cap", tenant_id="t1", mode="plain", region="us-west-1", recipients=keys.public_keys
     )
-    asyncio.run(collect(worker.run(sealed.envelope, max_new_tokens=3)))
+    asyncio.run(collect(worker.run(sealed.envelope, HostLimits(max_new_tokens=3))))
     assert engine.seen[-1].sampling.max_new_tokens == 3
     asyncio.run(collect(worker.run(seal(keys, request_id="req-nocap").envelope)))
     assert engine.seen[-1].sampling.max_new_tokens == 16  # the worker's own limit when the host sets none

@@ -8,6 +8,9 @@
   custom code). Measuring all files, not a list of known names, fails closed: a file the loader reads cannot
   slip past the measurement. Hidden entries (``.cache/`` download metadata, ``.git``) are skipped because they
   change without changing the model.
+- ``embedder`` (only when collections are enabled): every file of the sentence-embedding model's directory,
+  measured the same way; the ``config`` register then also covers the collection settings that change what
+  a worker computes (chunk sizes, document size limit).
 
 Each file enters the hash as (length-prefixed relative path, length-prefixed contents), in sorted path order,
 so the encoding is unambiguous and independent of directory listing order. Large files are streamed.
@@ -26,6 +29,7 @@ from securechat.attestation._canonical import canonical_json
 CODE: Final = "code"
 CONFIG: Final = "config"
 MODEL: Final = "model"
+EMBEDDER: Final = "embedder"
 REGISTER_NAMES: Final = (CODE, CONFIG, MODEL)
 REGISTER_HEX: Final = 64  # hex SHA-256
 MAX_REGISTERS: Final = 16
@@ -42,6 +46,8 @@ CONFIG_FIELDS: Final = (
     "disable_eos",
     "options",
 )
+# RagSettings fields that change what a worker computes (store location and cache sizes do not).
+RAG_CONFIG_FIELDS: Final = ("enabled", "max_document_bytes", "chunk_tokens", "overlap_tokens")
 
 _CHUNK_BYTES = 1 << 20
 _DOMAIN = b"securechat-measurement-v1\x00"
@@ -71,11 +77,11 @@ def measure_config(config: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def measure_model(model_dir: Path) -> str:
+def measure_model(model_dir: Path, register: str = MODEL) -> str:
     files = list(_walk(model_dir, skip_hidden=True))
     if not files:
         raise ValueError("model directory has no files")
-    return _hash_files(MODEL, model_dir, files)
+    return _hash_files(register, model_dir, files)
 
 
 def model_dir_for(model_id: str) -> Path:
@@ -129,9 +135,23 @@ def _hash_files(register: str, root: Path, files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def measure_for_engine(engine: Mapping[str, Any], *, debug: bool, stream: Mapping[str, Any]) -> dict[str, str]:
+def measure_for_engine(
+    engine: Mapping[str, Any],
+    *,
+    debug: bool,
+    stream: Mapping[str, Any],
+    rag: Mapping[str, Any] | None = None,
+    embedder_dir: Path | None = None,
+) -> dict[str, str]:
     """The registers a worker running ``engine`` (an EngineSettings dump, JSON mode) measures; the manifest
-    builder calls this too, so what a release allows is by construction what its workers report."""
-    return measure_worker(
-        default_package_dir(), runtime_config(engine, debug=debug, stream=stream), model_dir_for(str(engine["model"]))
-    )
+    builder calls this too, so what a release allows is by construction what its workers report. With ``rag``
+    (a RagSettings dump, enabled) the embedder in ``embedder_dir`` is measured too."""
+    config = runtime_config(engine, debug=debug, stream=stream)
+    if rag is None or not rag.get("enabled"):
+        return measure_worker(default_package_dir(), config, model_dir_for(str(engine["model"])))
+    if embedder_dir is None:
+        raise ValueError("collections are enabled: the embedder's directory must be measured too")
+    config["rag"] = {name: rag[name] for name in RAG_CONFIG_FIELDS}
+    registers = measure_worker(default_package_dir(), config, model_dir_for(str(engine["model"])))
+    registers[EMBEDDER] = measure_model(embedder_dir, EMBEDDER)
+    return registers

@@ -15,6 +15,7 @@ from pathlib import Path
 from securechat.attestation import VerificationReport
 from securechat.client.config import ClientConfig
 from securechat.client.errors import AttestationFailed, ClientError, describe_refusal
+from securechat.client.keyring import Keyring
 from securechat.client.sdk import SecureChatClient
 from securechat.errors import InvalidCiphertext
 from securechat.keys import Suite
@@ -100,17 +101,21 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     messages = [{"role": "system", "content": args.system}] if args.system else []
     messages.append({"role": "user", "content": prompt})
     try:
-        with SecureChatClient(config_from_args(args)) as client:
-            pieces = client.stream(
+        with SecureChatClient(config_from_args(args), keyring=Keyring(args.keyring)) as client:
+            stream = client.open_stream(
                 messages,
+                collection=args.collection,
+                top_k=args.top_k,
                 max_new_tokens=args.max_new_tokens,
                 temperature=args.temperature,
                 top_p=args.top_p,
                 seed=args.seed,
             )
-            for piece in pieces:
-                sys.stdout.write(piece)
-                sys.stdout.flush()
+            with stream:
+                for piece in stream:
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+            citations = stream.final.extra.get("citations", []) if stream.final is not None else []
     except InvalidCiphertext:
         print("\nerror: the answer failed verification (tampered or truncated); it is incomplete", file=sys.stderr)
         return 1
@@ -118,6 +123,8 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         print(f"\nerror: {error}", file=sys.stderr)
         return 1
     print()
+    for citation in citations:
+        print(f"[{citation['n']}] document {citation['doc_id']}, chunk {citation['chunk_index']} ({citation['score']})")
     return 0
 
 
@@ -137,4 +144,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     chat.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
     chat.add_argument("--top-p", type=float, default=1.0)
     chat.add_argument("--seed", type=int)
+    chat.add_argument("--collection", help="answer from this collection's documents (its key must be in the keyring)")
+    chat.add_argument("--top-k", type=int, help="excerpts retrieved with --collection (default: 4)")
+    chat.add_argument("--keyring", type=Path, help="keyring file (default: $SECURECHAT_KEYRING or ~/.config/...)")
     chat.set_defaults(command=_cmd_chat)

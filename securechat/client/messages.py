@@ -37,6 +37,11 @@ def to_messages(prompt: Prompt) -> tuple[ChatMessage, ...]:
 
 def build_body(prompt: Prompt, **sampling: Unpack[Sampling]) -> bytes:
     """The plaintext request body; bad sampling values raise ValueError here, before anything is sealed."""
+    return build_request(prompt, **sampling).to_bytes()
+
+
+def build_request(prompt: Prompt, **sampling: Unpack[Sampling]) -> RequestBody:
+    """As ``build_body``, before encoding (a RAG body wraps it)."""
     max_new_tokens = sampling.get("max_new_tokens")
     params = SamplingParams(
         max_new_tokens=MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens,
@@ -44,7 +49,7 @@ def build_body(prompt: Prompt, **sampling: Unpack[Sampling]) -> bytes:
         top_p=sampling.get("top_p", 1.0),
         seed=sampling.get("seed"),
     )
-    return RequestBody(messages=to_messages(prompt), sampling=params).to_bytes()
+    return RequestBody(messages=to_messages(prompt), sampling=params)
 
 
 def _from_mapping(item: Mapping[str, str]) -> ChatMessage:

@@ -12,21 +12,24 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any, Unpack
 
 import httpx
 
 from securechat.attestation import AttestationVerifier, VerificationReport, new_nonce
+from securechat.client.collections import CollectionsClient
 from securechat.client.config import ClientConfig
 from securechat.client.errors import ServiceError
-from securechat.client.messages import Prompt, Sampling, build_body
+from securechat.client.keyring import Keyring
+from securechat.client.messages import Prompt, Sampling, build_request
 from securechat.client.stream import CompletionStream
 from securechat.client.trust import VerifiedKeys, load_verifier, read_documents
 from securechat.envelope import SealedRequest, seal_request
 from securechat.errors import ErrorCode
 from securechat.logs import get_logger, log_event
+from securechat.rag.bodies import DEFAULT_TOP_K, CollectionRef, EmbedBody, RagBody
 from securechat.response import Completion
 
 logger = get_logger("client")
@@ -43,6 +46,7 @@ class SecureChatClient:
         http: httpx.Client | None = None,
         *,
         verifier: AttestationVerifier | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         self.config = config
         self._verifier = verifier or load_verifier(config)  # fails fast on a missing or broken trust file
@@ -50,6 +54,8 @@ class SecureChatClient:
         self._owns_http = http is None
         self._lock = threading.Lock()
         self._keys: VerifiedKeys | None = None
+        self.keyring = keyring or Keyring()
+        self.collections = CollectionsClient(self)
 
     # -- attestation ---------------------------------------------------------------------------------------
     def attest(self) -> VerificationReport:
@@ -89,16 +95,31 @@ class SecureChatClient:
         return cached
 
     # -- requests --------------------------------------------------------------------------------------------
-    def open_stream(self, prompt: Prompt, **sampling: Unpack[Sampling]) -> CompletionStream:
+    def open_stream(
+        self, prompt: Prompt, *, collection: str | None = None, top_k: int | None = None, **sampling: Unpack[Sampling]
+    ) -> CompletionStream:
         """Send the request now; return the answer's stream once the service accepted it (HTTP 200).
 
+        With ``collection`` (an id in the keyring) the worker answers from the collection's ``top_k`` nearest
+        excerpts and the final frame carries the citations; the collection key travels sealed, like the prompt.
         Raises AttestationFailed, ServiceError (status, code, retry_after) or ConfigError before any text.
         """
-        body = build_body(prompt, **sampling)
+        request = build_request(prompt, **sampling)
+        if collection is None:
+            return self.open_sealed("plain", request.to_bytes(), "/infer")
+        entry = self.keyring.get(collection)
+        body = RagBody(request, CollectionRef(collection, entry.key), top_k or DEFAULT_TOP_K).to_bytes()
+        return self.open_sealed("rag", body, "/infer", {"collection_id": collection})
+
+    def open_sealed(self, mode: str, body: bytes, path: str, fields: dict[str, Any] | None = None) -> CompletionStream:
+        """Seal ``body`` in ``mode`` for the verified keys and POST it to ``path``; the answer's frame stream.
+
+        A 409 ``stale_keys`` (a worker was replaced) re-attests and reseals under a new request id, once.
+        """
         for attempt in (1, 2):
             keys = self._verified_keys(refresh=attempt > 1)
-            sealed = self._seal(body, keys)
-            response = self._send_infer(sealed, attempt)
+            sealed = self._seal(body, keys, mode)
+            response = self._send_sealed(path, sealed, mode, fields or {}, attempt)
             if response.status_code == 200 and _media_type(response) == FRAMES_MEDIA_TYPE:
                 return CompletionStream(response, sealed)
             error = _service_error(response)
@@ -108,37 +129,56 @@ class SecureChatClient:
             raise error
         raise AssertionError("unreachable")
 
-    def stream(self, prompt: Prompt, **sampling: Unpack[Sampling]) -> Iterator[str]:
+    def stream(
+        self, prompt: Prompt, *, collection: str | None = None, top_k: int | None = None, **sampling: Unpack[Sampling]
+    ) -> Iterator[str]:
         """Yield the answer's text pieces as they arrive, each authenticated before it is yielded."""
-        with self.open_stream(prompt, **sampling) as opened:
+        with self.open_stream(prompt, collection=collection, top_k=top_k, **sampling) as opened:
             yield from opened
 
-    def complete(self, prompt: Prompt, **sampling: Unpack[Sampling]) -> Completion:
-        """The whole answer: text, request id and the worker's content-free metrics."""
-        with self.open_stream(prompt, **sampling) as opened:
+    def complete(
+        self, prompt: Prompt, *, collection: str | None = None, top_k: int | None = None, **sampling: Unpack[Sampling]
+    ) -> Completion:
+        """The whole answer: text, request id, the worker's content-free metrics, and citations (with
+        ``collection``)."""
+        with self.open_stream(prompt, collection=collection, top_k=top_k, **sampling) as opened:
             return opened.read()
 
-    def chat(self, prompt: Prompt, **sampling: Unpack[Sampling]) -> str:
-        return self.complete(prompt, **sampling).text
+    def chat(
+        self, prompt: Prompt, *, collection: str | None = None, top_k: int | None = None, **sampling: Unpack[Sampling]
+    ) -> str:
+        return self.complete(prompt, collection=collection, top_k=top_k, **sampling).text
 
-    def _seal(self, body: bytes, keys: VerifiedKeys) -> SealedRequest:
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Sentence embeddings (all-MiniLM-L6-v2, 384 dimensions, unit length), computed in a worker."""
+        with self.open_sealed("embed", EmbedBody(tuple(texts)).to_bytes(), "/v1/embeddings") as opened:
+            embeddings = opened.result().get("embeddings")
+        if not isinstance(embeddings, list):
+            raise ServiceError(200, "invalid_response")
+        return [[float(x) for x in row] for row in embeddings]
+
+    def _seal(self, body: bytes, keys: VerifiedKeys, mode: str) -> SealedRequest:
         return seal_request(
             body,
             request_id=uuid.uuid4().hex,  # new for every attempt: the service refuses a replayed id
             tenant_id=self.config.tenant_id,
-            mode="plain",
+            mode=mode,
             region=self.config.region,
             recipients=keys.keys,
             suite=self.config.suite,
         )
 
-    def _send_infer(self, sealed: SealedRequest, attempt: int) -> httpx.Response:
-        payload = {
+    def _send_sealed(
+        self, path: str, sealed: SealedRequest, mode: str, fields: dict[str, Any], attempt: int
+    ) -> httpx.Response:
+        payload: dict[str, Any] = {
             "tenant_id": self.config.tenant_id,
-            "mode": "plain",
             "region": self.config.region,
             "envelope": sealed.envelope.to_dict(),
+            **fields,
         }
+        if path == "/infer":
+            payload["mode"] = mode
         log_event(
             logger,
             "client_request_sent",
@@ -147,11 +187,19 @@ class SecureChatClient:
             attempt=attempt,
             num_keys=len(sealed.envelope.header.key_ids),
         )
-        return self._request("POST", "/infer", json=payload, stream=True)
+        return self._request("POST", path, json=payload, stream=True)
 
     # -- HTTP --------------------------------------------------------------------------------------------------
+    def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """A plain JSON call (the collection routes that need no worker); errors raise ServiceError."""
+        response = self._request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise ServiceError(response.status_code, "invalid_response") from None
+
     def _request(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
-        headers = {"Accept": FRAMES_MEDIA_TYPE if path == "/infer" else "application/json"}
+        headers = {"Accept": FRAMES_MEDIA_TYPE if stream else "application/json"}
         if self.config.api_key is not None:
             headers["Authorization"] = f"Bearer {self.config.api_key}"
         request = self._http.build_request(method, self.config.base_url + path, headers=headers, **kwargs)
@@ -160,7 +208,7 @@ class SecureChatClient:
         except httpx.TransportError as exc:
             log_event(logger, "client_connect_failed", level=logging.WARNING, reason=type(exc).__name__)
             raise ServiceError(None, "connection_failed") from None
-        if not stream and response.status_code != 200:
+        if not stream and not 200 <= response.status_code < 300:
             raise _service_error(response)
         return response
 

@@ -14,7 +14,7 @@ from securechat.client.errors import ServiceError
 from securechat.envelope import SealedRequest
 from securechat.errors import InvalidCiphertext, InvalidFrame
 from securechat.logs import get_logger, log_event
-from securechat.response import Completion, iter_text
+from securechat.response import Completion, completion_of, iter_text
 from securechat.stream import FinalEvent
 
 logger = get_logger("client")
@@ -33,6 +33,7 @@ class CompletionStream:
         self._started = time.perf_counter()
         self._consumed = False
         self.metrics: dict[str, Any] | None = None
+        self.final: FinalEvent | None = None  # the authenticated final frame, once read
 
     @property
     def request_id(self) -> str:
@@ -47,6 +48,7 @@ class CompletionStream:
             for item in iter_text(self._chunks(), self._sealed):
                 if isinstance(item, FinalEvent):
                     self.metrics = item.metrics
+                    self.final = item
                 else:
                     num_pieces += 1
                     yield item
@@ -66,7 +68,17 @@ class CompletionStream:
     def read(self) -> Completion:
         """The whole answer, checked; the caller gets nothing unless the final frame verified."""
         text = "".join(self)
-        return Completion(request_id=self.request_id, text=text, metrics=dict(self.metrics or {}))
+        assert self.final is not None  # iteration ends normally only after the final frame verified
+        return completion_of(self.request_id, text, self.final)
+
+    def result(self) -> dict[str, Any]:
+        """A collection operation's answer (ingest, search, embed): the ``result`` of its sealed final frame."""
+        self.read()
+        assert self.final is not None
+        result = self.final.extra.get("result")
+        if not isinstance(result, dict):
+            raise InvalidCiphertext()  # authentic but not what this operation answers: refuse, do not guess
+        return result
 
     def close(self) -> None:
         """Stop reading; closing the connection cancels the generation on the worker."""

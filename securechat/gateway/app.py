@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from securechat.errors import ErrorCode
+from securechat.gateway.collections import CollectionAdmin
 from securechat.gateway.http_errors import STATUS, HTTPError, error_response
-from securechat.gateway.schemas import InferRequest
+from securechat.gateway.schemas import ID_PATTERN, InferRequest, Mode, NewCollection, SealedOperation
 from securechat.gateway.service import GatewayService
 from securechat.tenants.auth import AuthError
 
@@ -49,6 +50,83 @@ class FinishingStreamingResponse(StreamingResponse):
             await self._on_finish()
 
 
+TenantQuery = Annotated[str, Query(pattern=ID_PATTERN)]
+IdPath = Annotated[str, Path(pattern=ID_PATTERN)]
+Body = TypeVar("Body", bound=BaseModel)
+
+
+async def _authorized_body(request: Request, model: type[Body]) -> Body:
+    """Authenticate first (an unauthenticated caller learns nothing about limits or input rules), then read the
+    JSON body within the size limit, validate it, and match its ``tenant_id`` to the key's tenant."""
+    request.state.started = time.perf_counter()
+    service = _service(request)
+    authenticator = service.tenancy.authenticator
+    try:
+        key_tenant = authenticator.authenticate(request.headers.get("authorization"))
+    except AuthError as refusal:
+        raise HTTPError(ErrorCode(refusal.code.value)) from None
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise HTTPError(ErrorCode.UNSUPPORTED_MEDIA_TYPE)
+    declared = request.headers.get("content-length")
+    limit = service.settings.gateway.max_envelope_bytes
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPError(ErrorCode.PAYLOAD_TOO_LARGE, limit=limit)
+    raw = await request.body()
+    if len(raw) > limit:
+        raise HTTPError(ErrorCode.PAYLOAD_TOO_LARGE, limit=limit)
+    try:
+        body = model.model_validate(json.loads(raw))
+    except ValueError as exc:  # ValidationError is a ValueError; so is bad JSON
+        fields = _validation_fields(exc) if isinstance(exc, ValidationError) else None
+        raise HTTPError(ErrorCode.INVALID_REQUEST, fields=fields) from None
+    try:
+        authenticator.authorize(key_tenant, getattr(body, "tenant_id"))  # noqa: B009 - every body model has one
+    except AuthError as refusal:
+        raise HTTPError(ErrorCode(refusal.code.value)) from None
+    return body
+
+
+def _authorize_query(request: Request, tenant_id: str) -> None:
+    request.state.started = time.perf_counter()
+    authenticator = _service(request).tenancy.authenticator
+    try:
+        authenticator.authorize(authenticator.authenticate(request.headers.get("authorization")), tenant_id)
+    except AuthError as refusal:
+        raise HTTPError(ErrorCode(refusal.code.value)) from None
+
+
+def _collections(request: Request) -> CollectionAdmin:
+    collections = _service(request).collections
+    if collections is None:
+        raise HTTPError(ErrorCode.MODE_NOT_SUPPORTED)
+    return collections
+
+
+async def _stream_answer(request: Request, body: InferRequest, want_sse: bool) -> Response:
+    service = _service(request)
+    accepted = await service.accept(body, want_plaintext=want_sse)
+    headers = {"X-Request-Id": accepted.request_id, "Cache-Control": "no-store"}
+    if want_sse:
+        stream, media = service.event_stream(accepted), SSE_MEDIA_TYPE
+    else:
+        stream, media = service.framed_body(accepted), FRAMES_MEDIA_TYPE
+    return FinishingStreamingResponse(stream, lambda: service.finish(accepted), media_type=media, headers=headers)
+
+
+async def _sealed_operation(request: Request, mode: Mode, collection_id: str | None) -> Response:
+    """A collection route that runs in a worker: the same path as /infer, in ``mode``, answered as frames."""
+    operation = await _authorized_body(request, SealedOperation)
+    body = InferRequest(
+        tenant_id=operation.tenant_id,
+        mode=mode,
+        region=operation.region,
+        envelope=operation.envelope,
+        collection_id=collection_id,
+    )
+    return await _stream_answer(request, body, want_sse=False)
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="SecureChat gateway", version="1")
 
@@ -66,40 +144,52 @@ def create_app() -> FastAPI:
 
     @app.post("/infer", response_model=None)
     async def infer(request: Request) -> Response:
-        request.state.started = time.perf_counter()
-        service = _service(request)
-        authenticator = service.tenancy.authenticator
-        try:  # before anything else: an unauthenticated caller learns nothing about limits or input rules
-            key_tenant = authenticator.authenticate(request.headers.get("authorization"))
-        except AuthError as refusal:
-            raise HTTPError(ErrorCode(refusal.code.value)) from None
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type != "application/json":
-            raise HTTPError(ErrorCode.UNSUPPORTED_MEDIA_TYPE)
-        declared = request.headers.get("content-length")
-        limit = service.settings.gateway.max_envelope_bytes
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise HTTPError(ErrorCode.PAYLOAD_TOO_LARGE)
-        raw = await request.body()
-        if len(raw) > limit:
-            raise HTTPError(ErrorCode.PAYLOAD_TOO_LARGE)
-        try:
-            body = InferRequest.model_validate(json.loads(raw))
-        except ValueError as exc:  # ValidationError is a ValueError; so is bad JSON
-            fields = _validation_fields(exc) if isinstance(exc, ValidationError) else None
-            raise HTTPError(ErrorCode.INVALID_REQUEST, fields=fields) from None
-        try:
-            authenticator.authorize(key_tenant, body.tenant_id)
-        except AuthError as refusal:
-            raise HTTPError(ErrorCode(refusal.code.value)) from None
-        want_sse = SSE_MEDIA_TYPE in request.headers.get("accept", "")
-        accepted = await service.accept(body, want_plaintext=want_sse)
-        headers = {"X-Request-Id": accepted.request_id, "Cache-Control": "no-store"}
-        if want_sse:
-            stream, media = service.event_stream(accepted), SSE_MEDIA_TYPE
-        else:
-            stream, media = service.framed_body(accepted), FRAMES_MEDIA_TYPE
-        return FinishingStreamingResponse(stream, lambda: service.finish(accepted), media_type=media, headers=headers)
+        body = await _authorized_body(request, InferRequest)
+        return await _stream_answer(request, body, want_sse=SSE_MEDIA_TYPE in request.headers.get("accept", ""))
+
+    @app.post("/v1/collections", status_code=201)
+    async def create_collection(request: Request) -> dict[str, Any]:
+        """A new, empty collection of the tenant: an opaque id. Its key is made and kept by the client."""
+        body = await _authorized_body(request, NewCollection)
+        return await _collections(request).create(body.tenant_id)
+
+    @app.get("/v1/collections")
+    async def list_collections(request: Request, tenant_id: TenantQuery) -> dict[str, Any]:
+        _authorize_query(request, tenant_id)
+        return {"collections": await _collections(request).list_for(tenant_id)}
+
+    @app.delete("/v1/collections/{collection_id}")
+    async def delete_collection(request: Request, collection_id: IdPath, tenant_id: TenantQuery) -> dict[str, Any]:
+        """Every sealed blob of the collection goes (forgetting its key shreds any copy elsewhere)."""
+        _authorize_query(request, tenant_id)
+        await _collections(request).delete(tenant_id, collection_id)
+        return {"deleted": collection_id}
+
+    @app.get("/v1/collections/{collection_id}/documents")
+    async def list_documents(request: Request, collection_id: IdPath, tenant_id: TenantQuery) -> dict[str, Any]:
+        _authorize_query(request, tenant_id)
+        return {"documents": await _collections(request).documents(tenant_id, collection_id)}
+
+    @app.delete("/v1/collections/{collection_id}/documents/{doc_id}")
+    async def delete_document(
+        request: Request, collection_id: IdPath, doc_id: IdPath, tenant_id: TenantQuery
+    ) -> dict[str, Any]:
+        _authorize_query(request, tenant_id)
+        await _collections(request).delete_document(tenant_id, collection_id, doc_id)
+        return {"deleted": doc_id}
+
+    @app.post("/v1/collections/{collection_id}/documents", response_model=None)
+    async def add_documents(request: Request, collection_id: IdPath) -> Response:
+        """Ingest: the envelope holds the documents and the collection key, sealed for the workers."""
+        return await _sealed_operation(request, "ingest", collection_id)
+
+    @app.post("/v1/collections/{collection_id}/search", response_model=None)
+    async def search(request: Request, collection_id: IdPath) -> Response:
+        return await _sealed_operation(request, "search", collection_id)
+
+    @app.post("/v1/embeddings", response_model=None)
+    async def embeddings(request: Request) -> Response:
+        return await _sealed_operation(request, "embed", None)
 
     @app.get("/v1/workers")
     async def workers(request: Request) -> dict[str, Any]:

@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from securechat.dispatcher import InferenceDispatcher
+from securechat.host_limits import HostLimits
 
 
 class OrchestratorBackend(Protocol):
-    def infer(self, envelope: bytes, max_new_tokens: int | None = None) -> AsyncIterator[bytes]:
-        """Length-prefixed wire frames; closing the iterator cancels the request downstream. ``max_new_tokens``
-        is the tenant's cap, which the worker enforces whatever the sealed body asks for."""
+    def infer(self, envelope: bytes, limits: HostLimits | None = None) -> AsyncIterator[bytes]:
+        """Length-prefixed wire frames; closing the iterator cancels the request downstream. ``limits`` are the
+        tenant's, which the worker enforces whatever the sealed body asks for."""
         ...
 
     async def key_directory(self, region: str) -> list[dict[str, Any]]:
@@ -29,8 +30,8 @@ class LocalBackend:
     def __init__(self, dispatcher: InferenceDispatcher) -> None:
         self._dispatcher = dispatcher
 
-    def infer(self, envelope: bytes, max_new_tokens: int | None = None) -> AsyncIterator[bytes]:
-        return self._dispatcher.dispatch(envelope, max_new_tokens)
+    def infer(self, envelope: bytes, limits: HostLimits | None = None) -> AsyncIterator[bytes]:
+        return self._dispatcher.dispatch(envelope, limits)
 
     async def key_directory(self, region: str) -> list[dict[str, Any]]:
         return await self._dispatcher.key_directory(region)

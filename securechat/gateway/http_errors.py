@@ -34,6 +34,14 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.UPSTREAM_LOST: 503,
     ErrorCode.OVERLOADED: 503,
     ErrorCode.CANCELLED: 499,
+    ErrorCode.UNKNOWN_COLLECTION: 404,
+    ErrorCode.UNKNOWN_DOCUMENT: 404,
+    ErrorCode.COLLECTION_EXISTS: 409,
+    ErrorCode.TOO_MANY_DOCUMENTS: 413,
+    ErrorCode.TOO_MANY_CHUNKS: 413,
+    ErrorCode.DOCUMENT_EMPTY: 413,
+    ErrorCode.DOCUMENT_TOO_LARGE: 413,
+    ErrorCode.UNSUPPORTED_DOCUMENT_TYPE: 415,
 }
 
 MESSAGES: dict[ErrorCode, str] = {
@@ -61,6 +69,14 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.UPSTREAM_LOST: "The orchestrator is unavailable; retry later.",
     ErrorCode.OVERLOADED: "The service is at capacity; retry later.",
     ErrorCode.CANCELLED: "The request was cancelled.",
+    ErrorCode.UNKNOWN_COLLECTION: "No such collection.",
+    ErrorCode.UNKNOWN_DOCUMENT: "No such document in this collection.",
+    ErrorCode.COLLECTION_EXISTS: "A collection with this id exists.",
+    ErrorCode.TOO_MANY_DOCUMENTS: "This would put the tenant over its document limit.",
+    ErrorCode.TOO_MANY_CHUNKS: "This would put the tenant over its chunk limit.",
+    ErrorCode.DOCUMENT_EMPTY: "A document has no text to index.",
+    ErrorCode.DOCUMENT_TOO_LARGE: "A document is over the size limit.",
+    ErrorCode.UNSUPPORTED_DOCUMENT_TYPE: "Documents must be text/plain or text/markdown (UTF-8).",
 }
 
 RETRYABLE = frozenset({ErrorCode.NO_WORKER, ErrorCode.OVERLOADED, ErrorCode.WORKER_LOST, ErrorCode.UPSTREAM_LOST})
@@ -75,12 +91,14 @@ class HTTPError(Exception):
         request_id: str | None = None,
         fields: list[dict[str, Any]] | None = None,
         retry_after: str | None = None,
+        limit: int | None = None,
     ) -> None:
         super().__init__(code.value)
         self.code = code
         self.request_id = request_id
         self.fields = fields
         self.retry_after = retry_after  # overrides the configured Retry-After (per-tenant limits know better)
+        self.limit = limit  # the configured bound the request went over (a number, never input)
 
 
 def error_response(error: HTTPError, retry_after_s: int) -> JSONResponse:
@@ -89,6 +107,8 @@ def error_response(error: HTTPError, retry_after_s: int) -> JSONResponse:
         body["request_id"] = error.request_id
     if error.fields is not None:
         body["fields"] = error.fields
+    if error.limit is not None:
+        body["limit"] = error.limit
     headers: dict[str, str] = {}
     if error.retry_after is not None:
         headers["Retry-After"] = error.retry_after

@@ -25,10 +25,15 @@ from securechat.envelope import Envelope, SealedRequest, seal_request
 from securechat.errors import ErrorCode, InvalidCiphertext, InvalidFrame
 from securechat.framing import LENGTH_PREFIX, FrameDecoder, encode_frame
 from securechat.gateway.backend import OrchestratorBackend
+from securechat.gateway.collections import CollectionAdmin
 from securechat.gateway.http_errors import HTTPError
 from securechat.gateway.key_directory import KeyDirectory
 from securechat.gateway.schemas import InferRequest
+from securechat.host_limits import HostLimits
 from securechat.logs import get_logger, log_event
+from securechat.rag.bodies import DEFAULT_TOP_K, CollectionRef, RagBody
+from securechat.rag.keys import CollectionKey, InvalidCollectionKey
+from securechat.rag.store_client import AsyncDocumentStore
 from securechat.request_body import RequestBody
 from securechat.stream import (
     ERROR_FRAME,
@@ -87,12 +92,14 @@ class GatewayService:
         backend: OrchestratorBackend,
         tenancy: Tenancy,
         observer: GatewayObserver | None = None,
+        documents: AsyncDocumentStore | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
         self.tenancy = tenancy
         self.observer: GatewayObserver = observer or NullGatewayObserver()
         self.keys = KeyDirectory(backend, settings.gateway.key_directory_ttl_s)
+        self.collections = CollectionAdmin(documents) if documents is not None else None
 
     async def accept(self, request: InferRequest, want_plaintext: bool) -> AcceptedStream:
         """Admit, seal or pass through, dispatch, and wait for the first frame. Raises HTTPError.
@@ -105,6 +112,8 @@ class GatewayService:
         if request.mode not in self.settings.modes:
             raise HTTPError(ErrorCode.MODE_NOT_SUPPORTED)
         policy = self.tenancy.policies.resolve(request.tenant_id)
+        if request.collection_id is not None:
+            await self._require_collections().check(request.tenant_id, request.collection_id)
         if request.envelope is not None:
             if want_plaintext:
                 raise HTTPError(ErrorCode.NOT_ACCEPTABLE)
@@ -112,7 +121,7 @@ class GatewayService:
             envelope_bytes = envelope.to_bytes()
             lease = self._admit(request, policy, len(envelope.ciphertext))
             try:
-                first, rest = await self._dispatch(envelope_bytes, policy.max_new_tokens)
+                first, rest = await self._dispatch(envelope_bytes, policy)
             except BaseException:
                 lease.release()
                 raise
@@ -127,7 +136,7 @@ class GatewayService:
             for refresh in (False, True):
                 sealed = await self._seal_prompt(request, max_new_tokens, refresh)
                 try:
-                    first, rest = await self._dispatch(sealed.envelope.to_bytes(), policy.max_new_tokens)
+                    first, rest = await self._dispatch(sealed.envelope.to_bytes(), policy)
                 except HTTPError as error:
                     if error.code is ErrorCode.STALE_KEYS and not refresh:
                         continue  # a worker was replaced since the directory was cached: refetch and reseal once
@@ -179,7 +188,8 @@ class GatewayService:
             top_p=request.top_p,
             seed=request.seed,
         )
-        body = RequestBody.from_prompt(request.prompt, sampling).to_bytes()
+        plain = RequestBody.from_prompt(request.prompt, sampling)
+        body = plain.to_bytes() if request.mode == "plain" else self._rag_body(request, plain)
         return seal_request(
             body,
             request_id=new_request_id(),
@@ -190,8 +200,23 @@ class GatewayService:
             suite=suite,
         )
 
-    async def _dispatch(self, envelope: bytes, max_new_tokens: int) -> tuple[bytes, AsyncIterator[bytes]]:
-        stream = self.backend.infer(envelope, max_new_tokens)
+    @staticmethod
+    def _rag_body(request: InferRequest, plain: RequestBody) -> bytes:
+        assert request.collection_id is not None and request.collection_key is not None
+        try:
+            collection = CollectionRef(request.collection_id, CollectionKey.from_b64(request.collection_key))
+        except InvalidCollectionKey:
+            raise HTTPError(ErrorCode.INVALID_REQUEST, fields=[{"loc": ["body", "collection_key"]}]) from None
+        return RagBody(plain, collection, request.top_k or DEFAULT_TOP_K).to_bytes()
+
+    def _require_collections(self) -> CollectionAdmin:
+        if self.collections is None:
+            raise HTTPError(ErrorCode.MODE_NOT_SUPPORTED)
+        return self.collections
+
+    async def _dispatch(self, envelope: bytes, policy: TenantPolicy) -> tuple[bytes, AsyncIterator[bytes]]:
+        limits = HostLimits(policy.max_new_tokens, policy.max_documents, policy.max_chunks)
+        stream = self.backend.infer(envelope, limits)
         try:
             first = await anext(stream)
         except StopAsyncIteration:
@@ -209,7 +234,12 @@ class GatewayService:
             await _close(stream)
             body = json.loads(payload[1:])
             code = ErrorCode(body["code"]) if body.get("code") in ErrorCode._value2member_map_ else ErrorCode.INTERNAL
-            raise HTTPError(code, body.get("request_id"))
+            limit = {
+                ErrorCode.DOCUMENT_TOO_LARGE: self.settings.rag.max_document_bytes,
+                ErrorCode.TOO_MANY_DOCUMENTS: policy.max_documents,
+                ErrorCode.TOO_MANY_CHUNKS: policy.max_chunks,
+            }.get(code)
+            raise HTTPError(code, body.get("request_id"), limit=limit)
         return first, stream
 
     async def framed_body(self, accepted: AcceptedStream) -> AsyncIterator[bytes]:
@@ -239,7 +269,7 @@ class GatewayService:
                             yield _sse("token", {"text": event.text})
                         elif isinstance(event, FinalEvent):
                             name = "error" if event.error else "done"
-                            yield _sse(name, {"error": event.error, "metrics": event.metrics})
+                            yield _sse(name, {**event.extra, "error": event.error, "metrics": event.metrics})
                         elif isinstance(event, ErrorEvent):
                             yield _sse("error", {"error": event.code})
             decoder.close()

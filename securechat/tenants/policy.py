@@ -40,6 +40,8 @@ class TenantPolicy(_Frozen):
     tokens_per_minute: int = Field(default=200_000, ge=1)
     max_prompt_tokens: int = Field(default=8192, ge=1)
     max_new_tokens: int = Field(default=1024, ge=1, le=MAX_NEW_TOKENS_CAP)
+    max_documents: int = Field(default=1000, ge=0)  # across all the tenant's collections
+    max_chunks: int = Field(default=100_000, ge=0)  # likewise
 
     def allows_region(self, region: str) -> bool:
         return self.allowed_regions is None or region in self.allowed_regions
@@ -54,6 +56,8 @@ class PolicyOverride(_Frozen):
     tokens_per_minute: int | None = Field(default=None, ge=1)
     max_prompt_tokens: int | None = Field(default=None, ge=1)
     max_new_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS_CAP)
+    max_documents: int | None = Field(default=None, ge=0)
+    max_chunks: int | None = Field(default=None, ge=0)
 
     def updates(self) -> dict[str, Any]:
         """The fields that were set, explicit nulls included (a null limit other than regions is ignored)."""

@@ -1,0 +1,155 @@
+"""The sealed request bodies of the collection modes: what travels inside an envelope, parsed strictly.
+
+Modes (the envelope header's ``mode``, bound into its AAD): ``rag`` (chat over a collection), ``ingest`` (add
+documents), ``search`` (retrieve only), ``embed`` (vectors for texts). Each body carries the collection key when
+it needs one; the host never sees it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from securechat.envelope import is_valid_id
+from securechat.rag.keys import CollectionKey, InvalidCollectionKey
+from securechat.request_body import InvalidRequestBody, RequestBody
+
+MAX_TOP_K: Final = 20
+DEFAULT_TOP_K: Final = 4
+MAX_DOCUMENTS_PER_INGEST: Final = 64
+MAX_EMBED_INPUTS: Final = 256
+MEDIA_TYPES: Final = frozenset({"text/plain", "text/markdown"})
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionRef:
+    collection_id: str
+    key: CollectionKey = field(repr=False)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.collection_id, "key": self.key.to_b64()}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CollectionRef:
+        if not isinstance(data, dict) or not is_valid_id(data.get("id")):
+            raise InvalidRequestBody("invalid request body")
+        try:
+            return cls(data["id"], CollectionKey.from_b64(data.get("key")))
+        except InvalidCollectionKey:
+            raise InvalidRequestBody("invalid request body") from None
+
+
+@dataclass(frozen=True, slots=True)
+class RagBody:
+    request: RequestBody
+    collection: CollectionRef
+    top_k: int = DEFAULT_TOP_K
+
+    def to_bytes(self) -> bytes:
+        data = json.loads(self.request.to_bytes())
+        data.update(collection=self.collection.to_dict(), top_k=self.top_k)
+        return _dump(data)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, max_new_tokens_limit: int) -> RagBody:
+        raw = _load(data)
+        request = RequestBody.from_bytes(data, max_new_tokens_limit)
+        return cls(request, CollectionRef.from_dict(raw.get("collection")), _top_k(raw.get("top_k")))
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentInput:
+    doc_id: str
+    filename: str = field(repr=False)
+    media_type: str
+    text: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestBody:
+    collection: CollectionRef
+    documents: tuple[DocumentInput, ...]
+
+    def to_bytes(self) -> bytes:
+        docs = [
+            {"doc_id": d.doc_id, "filename": d.filename, "media_type": d.media_type, "text": d.text}
+            for d in self.documents
+        ]
+        return _dump({"collection": self.collection.to_dict(), "documents": docs})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> IngestBody:
+        raw = _load(data)
+        items = raw.get("documents")
+        if not isinstance(items, list) or not 0 < len(items) <= MAX_DOCUMENTS_PER_INGEST:
+            raise InvalidRequestBody("invalid request body")
+        documents = []
+        for item in items:
+            if not isinstance(item, dict) or not is_valid_id(item.get("doc_id")):
+                raise InvalidRequestBody("invalid request body")
+            filename, media_type, text = item.get("filename", ""), item.get("media_type"), item.get("text")
+            if not isinstance(filename, str) or not isinstance(media_type, str) or not isinstance(text, str):
+                raise InvalidRequestBody("invalid request body")
+            documents.append(DocumentInput(item["doc_id"], filename[:255], media_type, text))
+        if len({d.doc_id for d in documents}) != len(documents):
+            raise InvalidRequestBody("invalid request body")
+        return cls(CollectionRef.from_dict(raw.get("collection")), tuple(documents))
+
+
+@dataclass(frozen=True, slots=True)
+class SearchBody:
+    collection: CollectionRef
+    query: str = field(repr=False)
+    top_k: int = DEFAULT_TOP_K
+
+    def to_bytes(self) -> bytes:
+        return _dump({"collection": self.collection.to_dict(), "query": self.query, "top_k": self.top_k})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SearchBody:
+        raw = _load(data)
+        query = raw.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidRequestBody("invalid request body")
+        return cls(CollectionRef.from_dict(raw.get("collection")), query, _top_k(raw.get("top_k")))
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedBody:
+    inputs: tuple[str, ...] = field(repr=False)
+
+    def to_bytes(self) -> bytes:
+        return _dump({"inputs": list(self.inputs)})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EmbedBody:
+        inputs = _load(data).get("inputs")
+        if (
+            not isinstance(inputs, list)
+            or not 0 < len(inputs) <= MAX_EMBED_INPUTS
+            or not all(isinstance(text, str) for text in inputs)
+        ):
+            raise InvalidRequestBody("invalid request body")
+        return cls(tuple(inputs))
+
+
+def _top_k(value: Any) -> int:
+    top_k = DEFAULT_TOP_K if value is None else value
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
+        raise InvalidRequestBody("invalid request body")
+    return top_k
+
+
+def _dump(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _load(data: bytes) -> dict[str, Any]:
+    try:
+        raw = json.loads(data)
+    except ValueError:
+        raise InvalidRequestBody("invalid request body") from None
+    if not isinstance(raw, dict):
+        raise InvalidRequestBody("invalid request body")
+    return raw

@@ -1,0 +1,151 @@
+"""The host's store of sealed collections: versioned, concurrent-safe, limited, deletable, persistent, 0600."""
+
+from __future__ import annotations
+
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from securechat.errors import ErrorCode
+from securechat.rag.store import SealedChunk, SealedDocument, SQLiteDocumentStore, StoreError, StoreLimits
+
+LIMITS = StoreLimits(max_documents=100, max_chunks=1000)
+
+
+def doc(doc_id: str, num_chunks: int = 2, tag: bytes = b"") -> SealedDocument:
+    chunks = tuple(SealedChunk(i, b"text" + tag + bytes([i]), b"vec" + tag + bytes([i])) for i in range(num_chunks))
+    return SealedDocument(doc_id, b"meta" + tag, chunks)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteDocumentStore:
+    store = SQLiteDocumentStore(tmp_path / "docs.sqlite3")
+    store.create_collection("t1", "c1")
+    return store
+
+
+def ingest(store: SQLiteDocumentStore, *docs: SealedDocument, limits: StoreLimits = LIMITS) -> int:
+    version = store.begin_ingest("t1", "c1")
+    store.commit("t1", "c1", version, docs, limits)
+    return version
+
+
+def test_the_file_is_private(store: SQLiteDocumentStore) -> None:
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+
+
+def test_ingest_then_load_the_latest_version_of_every_document(store: SQLiteDocumentStore) -> None:
+    first = ingest(store, doc("a", 2, b"1"), doc("b", 1))
+    second = ingest(store, doc("a", 3, b"2"))  # a new version of "a" replaces all of the old one
+    assert second > first
+    loaded = store.load("t1", "c1")
+    assert sorted((c.doc_id, c.version, c.index) for c in loaded.chunks) == [
+        ("a", second, 0),
+        ("a", second, 1),
+        ("a", second, 2),
+        ("b", first, 0),
+    ]
+    assert all(c.sealed_text.startswith(b"text2") for c in loaded.chunks if c.doc_id == "a")
+    info = store.collection("t1", "c1")
+    assert (info.num_documents, info.num_chunks) == (2, 4) and info.generation == loaded.generation
+
+
+def test_a_late_commit_of_an_older_version_does_not_overwrite_a_newer_one(store: SQLiteDocumentStore) -> None:
+    old, new = store.begin_ingest("t1", "c1"), store.begin_ingest("t1", "c1")
+    store.commit("t1", "c1", new, [doc("a", 1, b"new")], LIMITS)
+    result = store.commit("t1", "c1", old, [doc("a", 3, b"old"), doc("b", 1)], LIMITS)
+    assert result.superseded == ("a",) and result.written == ("b",)
+    chunks = [c for c in store.load("t1", "c1").chunks if c.doc_id == "a"]
+    assert [(c.version, c.sealed_text) for c in chunks] == [(new, b"textnew\x00")]
+
+
+def test_concurrent_ingests_into_one_collection_lose_nothing(store: SQLiteDocumentStore) -> None:
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            ingest(store, doc(f"d{i}", 2))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert {c.doc_id for c in store.load("t1", "c1").chunks} == {f"d{i}" for i in range(16)}
+    assert store.collection("t1", "c1").num_chunks == 32
+
+
+@pytest.mark.parametrize(
+    ("limits", "code"),
+    [(StoreLimits(2, 1000), ErrorCode.TOO_MANY_DOCUMENTS), (StoreLimits(100, 5), ErrorCode.TOO_MANY_CHUNKS)],
+)
+def test_limits_refuse_the_whole_commit(store: SQLiteDocumentStore, limits: StoreLimits, code: ErrorCode) -> None:
+    ingest(store, doc("a", 2))
+    generation = store.generation("t1", "c1")
+    with pytest.raises(StoreError) as refused:
+        ingest(store, doc("b", 2), doc("c", 2), limits=limits)
+    assert refused.value.code is code
+    assert {c.doc_id for c in store.load("t1", "c1").chunks} == {"a"}  # nothing of the refused ingest
+    assert store.generation("t1", "c1") == generation
+
+
+def test_limits_count_every_collection_of_the_tenant(store: SQLiteDocumentStore) -> None:
+    store.create_collection("t1", "c2")
+    ingest(store, doc("a", 3))
+    version = store.begin_ingest("t1", "c2")
+    with pytest.raises(StoreError):
+        store.commit("t1", "c2", version, [doc("b", 3)], StoreLimits(100, 5))
+
+
+def test_deletions_remove_blobs_and_move_the_generation(store: SQLiteDocumentStore) -> None:
+    ingest(store, doc("a"), doc("b"))
+    generation = store.generation("t1", "c1")
+    store.delete_document("t1", "c1", "a")
+    assert {c.doc_id for c in store.load("t1", "c1").chunks} == {"b"}
+    assert store.generation("t1", "c1") > generation
+    with pytest.raises(StoreError) as unknown:
+        store.delete_document("t1", "c1", "a")
+    assert unknown.value.code is ErrorCode.UNKNOWN_DOCUMENT
+    store.delete_collection("t1", "c1")
+    with pytest.raises(StoreError) as gone:
+        store.load("t1", "c1")
+    assert gone.value.code is ErrorCode.UNKNOWN_COLLECTION
+    assert store._conn.execute("SELECT COUNT(*) FROM chunks").fetchone() == (0,)
+
+
+def test_tenants_never_reach_each_others_collections(store: SQLiteDocumentStore) -> None:
+    ingest(store, doc("a"))
+    for call in (
+        lambda: store.load("t2", "c1"),
+        lambda: store.list_documents("t2", "c1"),
+        lambda: store.begin_ingest("t2", "c1"),
+        lambda: store.delete_collection("t2", "c1"),
+        lambda: store.delete_document("t2", "c1", "a"),
+    ):
+        with pytest.raises(StoreError) as refused:
+            call()
+        assert refused.value.code is ErrorCode.FORBIDDEN
+    assert store.list_collections("t2") == []
+    with pytest.raises(StoreError) as taken:
+        store.create_collection("t2", "c1")
+    assert taken.value.code is ErrorCode.COLLECTION_EXISTS
+
+
+def test_the_store_survives_a_restart(store: SQLiteDocumentStore) -> None:
+    version = ingest(store, doc("a", 2))
+    store.close()
+    reopened = SQLiteDocumentStore(store.path)
+    assert [(c.doc_id, c.version) for c in reopened.load("t1", "c1").chunks] == [("a", version), ("a", version)]
+    assert reopened.begin_ingest("t1", "c1") > version  # versions keep growing across restarts
+
+
+def test_store_errors_survive_pickling_with_their_code() -> None:
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(StoreError(ErrorCode.TOO_MANY_CHUNKS)))
+    assert copy.code is ErrorCode.TOO_MANY_CHUNKS and str(copy) == "too_many_chunks"
