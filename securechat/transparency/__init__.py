@@ -1,8 +1,41 @@
 """Release transparency: an append-only Merkle log of signed release manifests, its witnesses and the client check."""
 
 from securechat.transparency.checkpoint import Checkpoint
+from securechat.transparency.evidence import ReleaseEvidence
+from securechat.transparency.leaf import manifest_from_leaf, manifest_leaf_data, manifest_leaf_hash
+from securechat.transparency.log import (
+    DEFAULT_ORIGIN,
+    InvalidManifest,
+    LogCorrupted,
+    NoCheckpoint,
+    NotInLog,
+    ReleaseLog,
+    open_log,
+)
 from securechat.transparency.merkle import InvalidProof
 from securechat.transparency.note import InvalidNote
 from securechat.transparency.note_keys import NoteSigner, NoteVerifier, SignatureType
+from securechat.transparency.store import DuplicateEntry, LogStore, SqliteLogStore
 
-__all__ = ["Checkpoint", "InvalidNote", "InvalidProof", "NoteSigner", "NoteVerifier", "SignatureType"]
+__all__ = [
+    "DEFAULT_ORIGIN",
+    "Checkpoint",
+    "DuplicateEntry",
+    "InvalidManifest",
+    "InvalidNote",
+    "InvalidProof",
+    "LogCorrupted",
+    "LogStore",
+    "NoCheckpoint",
+    "NotInLog",
+    "NoteSigner",
+    "NoteVerifier",
+    "ReleaseEvidence",
+    "ReleaseLog",
+    "SignatureType",
+    "SqliteLogStore",
+    "manifest_from_leaf",
+    "manifest_leaf_data",
+    "manifest_leaf_hash",
+    "open_log",
+]
