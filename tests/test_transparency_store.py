@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from securechat.transparency import DuplicateEntry, SqliteLogStore
+from securechat.transparency import DuplicateEntry, SqliteLogStore, SqliteWitnessState
+from securechat.transparency._db import SchemaError
 from securechat.transparency.merkle import leaf_hash
 from securechat.transparency.store import ConflictingCheckpoint, StoredCheckpoint
 
@@ -33,6 +34,12 @@ def test_create_open_and_file_modes(tmp_path: Path) -> None:
     reopened = SqliteLogStore(path)
     assert (reopened.origin, reopened.size()) == ("example.org/log", 1)
     reopened.close()
+
+
+def test_a_witness_database_is_not_a_log(tmp_path: Path) -> None:
+    SqliteWitnessState.create(tmp_path / "w.sqlite3", "w").close()
+    with pytest.raises(SchemaError):
+        SqliteLogStore(tmp_path / "w.sqlite3")
 
 
 def test_appends_get_consecutive_indices_and_duplicates_are_refused(tmp_path: Path) -> None:

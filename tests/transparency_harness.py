@@ -1,14 +1,25 @@
-"""Helpers (no tests) for the transparency tests: release manifests, log keys, logs in temp dirs."""
+"""Helpers (no tests) for the transparency tests: release manifests, log and witness keys, logs in temp dirs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from securechat.attestation import SignedManifest, manifest_for_registers, sign_manifest
-from securechat.transparency import NoteSigner, ReleaseLog, SignatureType, SqliteLogStore
+from securechat.transparency import (
+    NoteSigner,
+    ReleaseLog,
+    SignatureType,
+    SqliteLogStore,
+    SqliteWitnessState,
+    Witness,
+    make_witness_server,
+)
+from securechat.transparency.witness_http import WitnessServer
 
 ORIGIN = "test.example/releases"
 NOW = 1_700_000_000
@@ -37,3 +48,24 @@ def fill(log: ReleaseLog, release_key: ed25519.Ed25519PrivateKey, numbers: Itera
     for signed in manifests:
         log.append(signed, [release_key.public_key()])
     return manifests
+
+
+def new_witness(directory: Path, log_signer_: NoteSigner, name: str = "witness.example/w1") -> Witness:
+    state = SqliteWitnessState.create(directory / f"{name.replace('/', '_')}.sqlite3", name)
+    state.trust_log(log_signer_.verifier)
+    return Witness(witness_signer(name), state)
+
+
+@contextmanager
+def serving(witness: Witness) -> Iterator[str]:
+    """The witness over HTTP on a free loopback port, in a background thread; yields its URL."""
+    server: WitnessServer = make_witness_server(witness, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        yield f"http://{host!s}:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

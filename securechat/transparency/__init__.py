@@ -16,9 +16,13 @@ from securechat.transparency.merkle import InvalidProof
 from securechat.transparency.note import InvalidNote
 from securechat.transparency.note_keys import NoteSigner, NoteVerifier, SignatureType
 from securechat.transparency.store import DuplicateEntry, LogStore, SqliteLogStore
+from securechat.transparency.witness import AddCheckpointRequest, Witness, WitnessFailure, WitnessRefusal
+from securechat.transparency.witness_http import WitnessError, cosign_with_witness, make_witness_server
+from securechat.transparency.witness_state import SqliteWitnessState, WitnessState
 
 __all__ = [
     "DEFAULT_ORIGIN",
+    "AddCheckpointRequest",
     "Checkpoint",
     "DuplicateEntry",
     "InvalidManifest",
@@ -34,6 +38,14 @@ __all__ = [
     "ReleaseLog",
     "SignatureType",
     "SqliteLogStore",
+    "SqliteWitnessState",
+    "Witness",
+    "WitnessError",
+    "WitnessFailure",
+    "WitnessRefusal",
+    "WitnessState",
+    "cosign_with_witness",
+    "make_witness_server",
     "manifest_from_leaf",
     "manifest_leaf_data",
     "manifest_leaf_hash",
