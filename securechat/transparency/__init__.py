@@ -1,7 +1,15 @@
 """Release transparency: an append-only Merkle log of signed release manifests, its witnesses and the client check."""
 
 from securechat.transparency.checkpoint import Checkpoint
+from securechat.transparency.client_check import (
+    ReleaseVerifier,
+    TransparencyError,
+    TransparencyFailure,
+    TrustPolicy,
+    VerifiedRelease,
+)
 from securechat.transparency.evidence import ReleaseEvidence
+from securechat.transparency.last_seen import FileLastSeen, LastSeenCorrupt, LastSeenStore, MemoryLastSeen
 from securechat.transparency.leaf import manifest_from_leaf, manifest_leaf_data, manifest_leaf_hash
 from securechat.transparency.log import (
     DEFAULT_ORIGIN,
@@ -25,20 +33,29 @@ __all__ = [
     "AddCheckpointRequest",
     "Checkpoint",
     "DuplicateEntry",
+    "FileLastSeen",
     "InvalidManifest",
     "InvalidNote",
     "InvalidProof",
+    "LastSeenCorrupt",
+    "LastSeenStore",
     "LogCorrupted",
     "LogStore",
+    "MemoryLastSeen",
     "NoCheckpoint",
     "NotInLog",
     "NoteSigner",
     "NoteVerifier",
     "ReleaseEvidence",
     "ReleaseLog",
+    "ReleaseVerifier",
     "SignatureType",
     "SqliteLogStore",
     "SqliteWitnessState",
+    "TransparencyError",
+    "TransparencyFailure",
+    "TrustPolicy",
+    "VerifiedRelease",
     "Witness",
     "WitnessError",
     "WitnessFailure",
