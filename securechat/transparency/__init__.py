@@ -9,6 +9,7 @@ from securechat.transparency.client_check import (
     VerifiedRelease,
 )
 from securechat.transparency.evidence import ReleaseEvidence
+from securechat.transparency.keyfiles import create_note_key, load_note_signer, read_vkey
 from securechat.transparency.last_seen import FileLastSeen, LastSeenCorrupt, LastSeenStore, MemoryLastSeen
 from securechat.transparency.leaf import manifest_from_leaf, manifest_leaf_data, manifest_leaf_hash
 from securechat.transparency.log import (
@@ -62,9 +63,12 @@ __all__ = [
     "WitnessRefusal",
     "WitnessState",
     "cosign_with_witness",
+    "create_note_key",
+    "load_note_signer",
     "make_witness_server",
     "manifest_from_leaf",
     "manifest_leaf_data",
     "manifest_leaf_hash",
     "open_log",
+    "read_vkey",
 ]
