@@ -24,6 +24,7 @@ from securechat.transparency.log import (
 from securechat.transparency.merkle import InvalidProof
 from securechat.transparency.note import InvalidNote
 from securechat.transparency.note_keys import NoteSigner, NoteVerifier, SignatureType
+from securechat.transparency.paths import default_last_seen_path, default_log_db_path
 from securechat.transparency.store import DuplicateEntry, LogStore, SqliteLogStore
 from securechat.transparency.witness import AddCheckpointRequest, Witness, WitnessFailure, WitnessRefusal
 from securechat.transparency.witness_http import WitnessError, cosign_with_witness, make_witness_server
@@ -64,6 +65,8 @@ __all__ = [
     "WitnessState",
     "cosign_with_witness",
     "create_note_key",
+    "default_last_seen_path",
+    "default_log_db_path",
     "load_note_signer",
     "make_witness_server",
     "manifest_from_leaf",
