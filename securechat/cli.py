@@ -37,6 +37,7 @@ from securechat.client.config import DEFAULT_MANIFEST_PATH
 from securechat.config import AppSettings
 from securechat.proxy.cli import add_proxy_command
 from securechat.tenants.cli import add_tenant_commands
+from securechat.transparency.cli import add_log_commands
 
 __all__ = ["main"]
 
@@ -170,6 +171,7 @@ def _build_parser() -> argparse.ArgumentParser:
     add_collection_commands(subparsers)
     add_proxy_command(subparsers)
     add_tenant_commands(subparsers)
+    add_log_commands(subparsers)
     return parser
 
 
