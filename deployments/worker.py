@@ -65,7 +65,7 @@ class WorkerDeployment:
             observer=WorkerMetrics(worker_id, region),
             attester_factory=lambda identity: make_attester(identity, app),
             stream=app.stream,
-            collections=await build_collection_modes(app.rag, store),
+            collections=await build_collection_modes(app.rag, store) if app.serves_collections(region) else None,
         )
         await self._worker.start()
 

@@ -112,7 +112,8 @@ class RagSettings(_Strict):
     embedder (all-MiniLM-L6-v2, ~90 MB) in every worker and adds the modes rag, ingest, search and embed."""
 
     enabled: bool = False
-    store_path: str = "~/.local/share/securechat/documents.sqlite3"  # the store deployment's SQLite file
+    regions: tuple[str, ...] | None = None  # the regions whose workers serve collections; None: every region
+    store_path: str = "~/.local/share/securechat/documents.sqlite3"  # the store's SQLite file; ~ and $VARS expand
     max_document_bytes: int = Field(default=1 << 20, ge=1, le=16 << 20)
     chunk_tokens: int = Field(default=200, ge=16, le=254)  # embedder word pieces; 256 minus [CLS] and [SEP]
     overlap_tokens: int = Field(default=40, ge=0)
@@ -155,11 +156,15 @@ class AppSettings(_Strict):
             named.update(override.allowed_regions or ())
         if not named <= set(names):
             raise ValueError("tenant policies name regions that are not configured")
+        if not set(self.rag.regions or ()) <= set(names):
+            raise ValueError("rag.regions names regions that are not configured")
         return self
 
-    @property
-    def modes(self) -> tuple[str, ...]:
-        return ("plain", "rag", "ingest", "search", "embed") if self.rag.enabled else ("plain",)
+    def serves_collections(self, region: str) -> bool:
+        return self.rag.enabled and (self.rag.regions is None or region in self.rag.regions)
+
+    def modes_for(self, region: str) -> tuple[str, ...]:
+        return ("plain", "rag", "ingest", "search", "embed") if self.serves_collections(region) else ("plain",)
 
     @property
     def region_names(self) -> tuple[str, ...]:

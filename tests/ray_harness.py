@@ -45,6 +45,9 @@ APP_ARGS: dict[str, Any] = {
     # end whatever the machine's speed: frame counts on the wire are then deterministic, and long answers are
     # cut into several frames (tests/test_stream_ray.py).
     "stream": {"flush_interval_ms": 1000, "frame_bytes": 512},
+    # Collections in the batched region only (every other worker would load the embedder for nothing); the
+    # store lives in the test session's cache directory.
+    "rag": {"enabled": True, "regions": [BATCHED_REGION], "store_path": "${SECURECHAT_CACHE_DIR}/documents.sqlite3"},
     "dispatch": {"choose_timeout_s": 20},
     "auth": {"mode": "disabled"},  # tenant auth is tested in-process (test_gateway_auth.py)
 }

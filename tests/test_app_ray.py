@@ -122,7 +122,14 @@ def test_prototype_curl_request_returns_well_formed_frames(ray_app: LocalApp) ->
         (json.dumps({**PROTOTYPE_REQUEST, "mode": "creative"}).encode(), {"Content-Type": "application/json"}, 422),
         (json.dumps(PROTOTYPE_REQUEST).encode(), {"Content-Type": "text/plain"}, 415),
         (json.dumps({**PROTOTYPE_REQUEST, "region": "mars-1"}).encode(), {"Content-Type": "application/json"}, 400),
-        (json.dumps({**PROTOTYPE_REQUEST, "mode": "rag"}).encode(), {"Content-Type": "application/json"}, 501),
+        (json.dumps({**PROTOTYPE_REQUEST, "mode": "rag"}).encode(), {"Content-Type": "application/json"}, 422),
+        (  # a region whose workers serve no collections
+            json.dumps(
+                {**PROTOTYPE_REQUEST, "mode": "rag", "collection_id": "c1", "collection_key": "A" * 44}
+            ).encode(),
+            {"Content-Type": "application/json"},
+            501,
+        ),
         (json.dumps({**PROTOTYPE_REQUEST, "prompt": "x" * 2001}).encode(), {"Content-Type": "application/json"}, 413),
     ],
 )

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
 from deployments.app import build_app, worker_deployment_name
+from deployments.store import STORE_DEPLOYMENT
 from securechat.config import AppSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +30,8 @@ def test_config_is_valid_and_names_real_deployments(path: Path) -> None:
     assert app["import_path"] == "deployments.app:build_app"
     settings = AppSettings.model_validate(app["args"])
     expected = {"Gateway", "Orchestrator", *(worker_deployment_name(r) for r in settings.region_names)}
+    if settings.rag.enabled:
+        expected.add(STORE_DEPLOYMENT)
     assert {d["name"] for d in app["deployments"]} <= expected
     built = build_app(app["args"])  # the graph builds without a running cluster
     assert built is not None

@@ -12,30 +12,17 @@ import numpy as np
 import pytest
 
 from securechat.cli import main
-from securechat.client import SecureChatClient, ServiceError
+from securechat.client import ServiceError
 from securechat.client.collections import DocumentError, DocumentFile
 from securechat.client.keyring import Keyring, KeyringError
-from securechat.config import RagSettings
 from securechat.errors import ErrorCode
 from securechat.rag.bodies import CollectionRef, DocumentInput, IngestBody
 from securechat.rag.embedder import MiniLMEmbedder
 from securechat.rag.keys import CollectionKey
-from securechat.rag.modes import CollectionModes
-from securechat.rag.service import RagOptions, RagService
 from securechat.rag.store import SQLiteDocumentStore
-from securechat.rag.store_client import LocalDocumentStore
-from securechat.tenants.policy import TenantPolicy
-from tests.client_harness import LocalService, TrustFiles, make_worker, serve_gateway
+from tests.client_harness import LocalService, TrustFiles
 from tests.fakes import ScriptedEngine
-
-RAG = RagSettings(enabled=True, max_document_bytes=20_000)
-POLICY = TenantPolicy(max_documents=6, max_chunks=400)
-BREAD = (
-    "# Baking bread\n\nKnead the dough for ten minutes, then let it rise for an hour in a warm place. "
-    "Bake at 220 degrees until the crust is brown and the loaf sounds hollow when tapped."
-)
-TRAINS = "The night train to Vienna leaves platform 4 at 22:15 and arrives at 07:30 the next morning."
-TAXES = "Quarterly tax returns are due thirty days after the end of each quarter; late filing adds a penalty."
+from tests.rag_harness import ANSWER, BREAD, RAG, TAXES, TRAINS, client_for, serve_rag
 
 
 @pytest.fixture(scope="module")
@@ -55,25 +42,15 @@ def store(tmp_path: Path) -> SQLiteDocumentStore:
 
 @pytest.fixture
 def engine() -> ScriptedEngine:
-    return ScriptedEngine(("From your documents: ", "see [1]."))
+    return ScriptedEngine(ANSWER)
 
 
 @pytest.fixture
 def service(
     trust: TrustFiles, embedder: MiniLMEmbedder, store: SQLiteDocumentStore, engine: ScriptedEngine
 ) -> Iterator[LocalService]:
-    documents = LocalDocumentStore(store)
-    options = RagOptions(RAG.max_document_bytes, RAG.chunk_tokens, RAG.overlap_tokens, RAG.cache_bytes, 60)
-    modes = CollectionModes(RagService(embedder, documents, options))
-    worker = make_worker("w0", trust.root, collections=modes, engine=engine)
-    with serve_gateway([worker], documents=documents, rag=RAG, default_policy=POLICY) as running:
+    with serve_rag(trust, embedder, store, engine) as running:
         yield running
-
-
-def client_for(service: LocalService, trust: TrustFiles, tmp_path: Path, tenant: str = "tenant1") -> SecureChatClient:
-    return SecureChatClient(
-        trust.client_config(service.url, tenant_id=tenant), keyring=Keyring(tmp_path / f"{tenant}-keyring.json")
-    )
 
 
 def files(*texts: tuple[str, str]) -> list[DocumentFile]:
@@ -233,7 +210,9 @@ def test_embeddings_are_the_models_own(
 ) -> None:
     texts = ["sealed embeddings", "second input"]
     with client_for(service, trust, tmp_path) as client:
-        vectors = np.array(client.embed(texts), dtype=np.float32)
+        embeddings = client.embed(texts)
+        vectors = np.array(embeddings.vectors, dtype=np.float32)
+        assert embeddings.input_tokens > len(texts)
     np.testing.assert_allclose(vectors, embedder.embed(texts), atol=1e-6)
 
 

@@ -9,7 +9,8 @@ from securechat.config import AppSettings
 def measure_app_worker(settings: AppSettings, region: str) -> dict[str, str]:
     """Every register a worker of ``region`` measures (``deployments/worker.py``, ``securechat manifest build``)."""
     embedder_dir = None
-    if settings.rag.enabled:
+    serves_collections = settings.serves_collections(region)
+    if serves_collections:
         from securechat.rag.embedder import minilm_model_dir
 
         embedder_dir = minilm_model_dir()
@@ -17,6 +18,6 @@ def measure_app_worker(settings: AppSettings, region: str) -> dict[str, str]:
         settings.engine_for(region).model_dump(mode="json"),
         debug=settings.attestation.debug,
         stream=settings.stream.model_dump(mode="json"),
-        rag=settings.rag.model_dump(mode="json"),
+        rag=settings.rag.model_dump(mode="json") if serves_collections else None,
         embedder_dir=embedder_dir,
     )

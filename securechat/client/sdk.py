@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Unpack
 
@@ -35,6 +36,12 @@ from securechat.response import Completion
 logger = get_logger("client")
 
 FRAMES_MEDIA_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    vectors: list[list[float]] = field(repr=False)
+    input_tokens: int  # the embedder's tokens, as the worker counted them
 
 
 class SecureChatClient:
@@ -149,13 +156,14 @@ class SecureChatClient:
     ) -> str:
         return self.complete(prompt, collection=collection, top_k=top_k, **sampling).text
 
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+    def embed(self, texts: Sequence[str]) -> Embeddings:
         """Sentence embeddings (all-MiniLM-L6-v2, 384 dimensions, unit length), computed in a worker."""
         with self.open_sealed("embed", EmbedBody(tuple(texts)).to_bytes(), "/v1/embeddings") as opened:
-            embeddings = opened.result().get("embeddings")
-        if not isinstance(embeddings, list):
+            vectors = opened.result().get("embeddings")
+            input_tokens = opened.final.usage.input_tokens if opened.final is not None else 0
+        if not isinstance(vectors, list):
             raise ServiceError(200, "invalid_response")
-        return [[float(x) for x in row] for row in embeddings]
+        return Embeddings([[float(x) for x in row] for row in vectors], input_tokens)
 
     def _seal(self, body: bytes, keys: VerifiedKeys, mode: str) -> SealedRequest:
         return seal_request(

@@ -109,7 +109,7 @@ class GatewayService:
         started = time.perf_counter()
         if request.region not in self.settings.region_names:
             raise HTTPError(ErrorCode.UNKNOWN_REGION)
-        if request.mode not in self.settings.modes:
+        if request.mode not in self.settings.modes_for(request.region):
             raise HTTPError(ErrorCode.MODE_NOT_SUPPORTED)
         policy = self.tenancy.policies.resolve(request.tenant_id)
         if request.collection_id is not None:

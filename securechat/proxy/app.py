@@ -22,9 +22,12 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from securechat.client import ClientError, CompletionStream, InvalidCiphertext, ResponseFailed, SecureChatClient
+from securechat.client.keyring import KeyringError
 from securechat.logs import get_logger, log_event
 from securechat.proxy import schemas
-from securechat.proxy.errors import ProxyRefusal, from_exception, invalid_request
+from securechat.proxy.errors import ProxyError, ProxyRefusal, from_exception, invalid_request
+from securechat.proxy.origin import SameOriginOnly
+from securechat.proxy.vector_stores import vector_store_router
 
 logger = get_logger("proxy")
 
@@ -65,7 +68,13 @@ def create_proxy_app(client_factory: ClientFactory, *, allowed_hosts: Sequence[s
         shared.close()
 
     app = FastAPI(title="SecureChat local proxy", version="1", lifespan=lifespan)
+    app.add_middleware(SameOriginOnly)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.include_router(vector_store_router(shared.get))
+
+    @app.exception_handler(ProxyRefusal)
+    async def _on_refusal(_: Request, refusal: ProxyRefusal) -> JSONResponse:
+        return refusal.error.response()
 
     @app.get("/v1/models")
     async def models() -> JSONResponse:
@@ -80,16 +89,21 @@ def create_proxy_app(client_factory: ClientFactory, *, allowed_hosts: Sequence[s
             return refusal.error.response()
         try:
             client = await run_in_threadpool(shared.get)
-            opened = await run_in_threadpool(partial(client.open_stream, parsed.chat_messages(), **parsed.sampling()))
+            open_stream = partial(client.open_stream, parsed.chat_messages(), **parsed.retrieval(), **parsed.sampling())
+            opened = await run_in_threadpool(open_stream)
+        except KeyringError as missing:
+            return ProxyError(404, "invalid_request_error", "not_found", str(missing), "vector_store_ids").response()
         except SDK_ERRORS as exc:
             return from_exception(exc).response()
         if parsed.stream:
             include_usage = parsed.stream_options is not None and parsed.stream_options.include_usage
-            events = _sse(opened, parsed.max_new_tokens, include_usage)
+            cite = _citer(client, parsed.vector_store_ids)
+            events = _sse(opened, parsed.max_new_tokens, include_usage, cite)
             headers = {"Cache-Control": "no-store", "X-Request-Id": opened.request_id}
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
         try:
             completion = await run_in_threadpool(opened.read)
+            citations = await run_in_threadpool(_citer(client, parsed.vector_store_ids), completion.citations)
         except SDK_ERRORS as exc:
             return from_exception(exc).response()
         finally:
@@ -97,7 +111,7 @@ def create_proxy_app(client_factory: ClientFactory, *, allowed_hosts: Sequence[s
         e2e_ms = round((time.perf_counter() - started) * 1000, 1)
         log_event(logger, "proxy_completion", request_id=completion.request_id, e2e_ms=e2e_ms)
         body = schemas.completion_object(
-            completion.request_id, completion.text, completion.metrics, parsed.max_new_tokens
+            completion.request_id, completion.text, completion.metrics, parsed.max_new_tokens, citations
         )
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
@@ -117,9 +131,36 @@ def _parse(raw: bytes, content_type: str) -> schemas.ChatCompletionRequest:
         raise ProxyRefusal(invalid_request(f"invalid request: {first['msg']}", param)) from None
 
 
-async def _sse(opened: CompletionStream, max_new_tokens: int | None, include_usage: bool) -> AsyncIterator[bytes]:
-    """OpenAI's stream: a role chunk, one chunk per checked text piece, a finish chunk, [DONE]. A failure after
-    the 200 went out becomes an ``error`` event (OpenAI clients raise on it) and the stream ends without [DONE]."""
+Citer = Callable[[list[dict[str, object]]], list[dict[str, object]] | None]
+
+
+def _citer(client: SecureChatClient, vector_store_ids: list[str] | None) -> Citer:
+    """Citations in OpenAI's terms (file ids and names, opened locally), or None for a chat without files."""
+
+    def cite(citations: list[dict[str, object]]) -> list[dict[str, object]] | None:
+        if not vector_store_ids:
+            return None
+        names = {d.doc_id: d.filename for d in client.collections.documents(vector_store_ids[0])}
+        return [
+            {
+                "n": c["n"],
+                "file_id": c["doc_id"],
+                "filename": names.get(str(c["doc_id"]), ""),
+                "chunk_index": c["chunk_index"],
+                "score": c["score"],
+            }
+            for c in citations
+        ]
+
+    return cite
+
+
+async def _sse(
+    opened: CompletionStream, max_new_tokens: int | None, include_usage: bool, cite: Citer
+) -> AsyncIterator[bytes]:
+    """OpenAI's stream: a role chunk, one chunk per checked text piece, a finish chunk (with the citations of a
+    file-search chat), [DONE]. A failure after the 200 went out becomes an ``error`` event (OpenAI clients raise
+    on it) and the stream ends without [DONE]."""
     created = int(time.time())
     request_id = opened.request_id
     yield _event(schemas.chunk_object(request_id, created, {"role": "assistant", "content": ""}))
@@ -135,7 +176,16 @@ async def _sse(opened: CompletionStream, max_new_tokens: int | None, include_usa
         opened.close()  # also when the caller hung up: closing the upstream cancels the generation
     metrics = opened.metrics or {}
     finish = schemas.finish_reason(metrics, max_new_tokens)
-    yield _event(schemas.chunk_object(request_id, created, {}, finish))
+    final_chunk = schemas.chunk_object(request_id, created, {}, finish)
+    try:
+        raw = opened.final.extra.get("citations") if opened.final is not None else None
+        citations = await run_in_threadpool(cite, raw if isinstance(raw, list) else [])
+    except SDK_ERRORS as exc:
+        yield _event(from_exception(exc).body())
+        return
+    if citations is not None:
+        final_chunk["citations"] = citations
+    yield _event(final_chunk)
     if include_usage:
         yield _event(schemas.chunk_object(request_id, created, {}, usage_body=schemas.usage(metrics)))
     yield b"data: [DONE]\n\n"

@@ -12,7 +12,15 @@ from fastapi.responses import JSONResponse
 
 from securechat.client import AttestationFailed, ConfigError, InvalidCiphertext, ResponseFailed, ServiceError
 
-_PASS_THROUGH = {401: "authentication_error", 403: "permission_error", 413: "invalid_request_error"}
+_PASS_THROUGH = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+}
 _RETRYABLE = (429, 503)
 
 

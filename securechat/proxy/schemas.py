@@ -55,6 +55,9 @@ class ChatCompletionRequest(BaseModel):
     n: int = Field(default=1, ge=1, le=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    # SecureChat's file search (extra_body): answer from one vector store's nearest excerpts, with citations.
+    vector_store_ids: list[str] | None = Field(default=None, min_length=1, max_length=1)
+    max_num_results: int | None = Field(default=None, ge=1, le=20)
 
     @model_validator(mode="after")
     def _refuse_unsupported(self) -> ChatCompletionRequest:
@@ -79,6 +82,12 @@ class ChatCompletionRequest(BaseModel):
     def chat_messages(self) -> list[ChatMessage]:
         return [message.to_chat_message() for message in self.messages]
 
+    def retrieval(self) -> dict[str, Any]:
+        """The SDK's ``collection``/``top_k`` for a file-search chat (empty without vector stores)."""
+        if not self.vector_store_ids:
+            return {}
+        return {"collection": self.vector_store_ids[0], "top_k": self.max_num_results}
+
 
 def usage(metrics: dict[str, Any]) -> dict[str, int]:
     prompt_tokens = int(metrics.get("input_tokens", 0))
@@ -98,9 +107,13 @@ def finish_reason(metrics: dict[str, Any], max_new_tokens: int | None) -> str:
 
 
 def completion_object(
-    request_id: str, text: str, metrics: dict[str, Any], max_new_tokens: int | None
+    request_id: str,
+    text: str,
+    metrics: dict[str, Any],
+    max_new_tokens: int | None,
+    citations: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    return {
+    body = {
         "id": f"chatcmpl-{request_id}",
         "object": "chat.completion",
         "created": int(time.time()),
@@ -115,6 +128,9 @@ def completion_object(
         ],
         "usage": usage(metrics),
     }
+    if citations is not None:
+        body["citations"] = citations  # SecureChat's addition: [{n, file_id, filename, chunk_index, score}]
+    return body
 
 
 def chunk_object(

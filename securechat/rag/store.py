@@ -192,7 +192,7 @@ class SQLiteDocumentStore(DocumentStore):
     """The embedded default: one SQLite file (WAL, 0600) owned by one process (the store deployment)."""
 
     def __init__(self, path: Path | str, clock: Callable[[], float] = time.time) -> None:
-        self.path = Path(path).expanduser()
+        self.path = Path(os.path.expandvars(str(path))).expanduser()  # "~" and "$VARS" in a configured path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
