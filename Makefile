@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup serve test lint typecheck unit bench-cpu bench-serving bench-experiments bench-gpu bench-gpu-engine load-test tiny-model clean
+.PHONY: setup serve test lint typecheck unit bench-cpu bench-rag bench-serving bench-experiments bench-gpu bench-gpu-engine load-test tiny-model clean
 
 setup: $(STAMP)
 
@@ -57,6 +57,9 @@ bench-gpu-engine:
 
 bench-cpu: tiny-model
 	$(BIN)/python -m benchmarks.bench_engines_cpu --out benchmarks/results/cpu-engines.json
+
+bench-rag: tiny-model
+	$(BIN)/python -m benchmarks.bench_rag --out benchmarks/results/rag/cpu.json
 
 bench-serving: tiny-model
 	$(BIN)/python -m benchmarks.bench_serving --out benchmarks/results/serving/latest.json

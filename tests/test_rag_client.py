@@ -263,3 +263,33 @@ def test_the_cli_manages_collections_and_documents(
     capsys.readouterr()
     assert main(["docs", "list", cid, *flags]) == 1  # it is gone: a clear error, no traceback
     assert "unknown_collection (HTTP 404)" in capsys.readouterr().err
+
+
+def test_the_plain_path_seals_a_rag_prompt_at_the_gateway(
+    service: LocalService, trust: TrustFiles, tmp_path: Path
+) -> None:
+    """The prototype-compatible path: the TLS-terminating gateway seals the prompt and the collection key at once;
+    the SSE stream's last event carries the citations."""
+    import json
+
+    import httpx
+
+    with client_for(service, trust, tmp_path) as client:
+        cid = client.collections.create().collection_id
+        written = client.collections.add(cid, files(("trains.txt", TRAINS), ("bread.md", BREAD)))
+        key = client.keyring.get(cid).key.to_b64()
+    body = {
+        "tenant_id": "tenant1",
+        "region": "us-west-1",
+        "mode": "rag",
+        "prompt": "When does the sleeper to Vienna leave?",
+        "collection_id": cid,
+        "collection_key": key,
+        "top_k": 1,
+    }
+    response = httpx.post(f"{service.url}/infer", json=body, headers={"Accept": "text/event-stream"}, timeout=30)
+    events = [block.split("\n") for block in response.text.strip().split("\n\n")]
+    done = json.loads(events[-1][1].removeprefix("data: "))
+    assert events[-1][0] == "event: done" and done["citations"][0]["doc_id"] == written[0]["doc_id"]
+    wrong = httpx.post(f"{service.url}/infer", json={**body, "collection_key": "AAAA"}, timeout=30)
+    assert wrong.status_code == 422 and wrong.json()["error"] == "invalid_request"
