@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.postgres_harness import PostgresServer
+
 # The decode attention kernel (Triton) runs on the CPU under Triton's interpreter in tests. Triton reads the
 # setting once, when it is imported, so it is set before any test imports it; only where there is no CUDA (a
 # GPU host compiles the kernel instead, and the engine never uses the interpreter there).
@@ -32,6 +34,23 @@ def tiny_model_path(securechat_cache_dir: Path) -> Path:
     from securechat.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model(securechat_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (started here, stopped at the end; see postgres_harness)."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database on the session's server: what ``database.url`` gets."""
+    return postgres_server.create_database()
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from securechat.db.postgres import PostgresDatabase
 from securechat.tenants.cli import add_tenant_commands
 from securechat.tenants.store import TenantStore
 
@@ -65,3 +66,13 @@ def test_policy_set_show_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().out.strip().endswith('{"requests_per_minute":30}')
     assert run(tmp_path, "policy", "acme", "--clear") == 0
     assert capsys.readouterr().out.strip() == "{}"
+
+
+def test_keys_added_with_a_database_url_live_in_postgresql(
+    tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(tmp_path, "--database-url", postgres_url, "add", "acme") == 0
+    key = capsys.readouterr().out.strip()
+    assert not (tmp_path / "t.sqlite3").exists()  # nothing went to the SQLite file
+    with PostgresDatabase(postgres_url) as database, TenantStore(database, tmp_path / "secret") as store:
+        assert store.authenticate(key) == "acme"

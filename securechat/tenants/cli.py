@@ -3,7 +3,8 @@
 ``add`` prints the new key on stdout, alone, so it can be piped into a secret manager; everything else goes to
 stderr. The key is shown once: only its HMAC digest is stored, so a lost key is revoked and replaced, never
 recovered. The store and secret paths default to ``TenantsSettings``' defaults, so the CLI and a gateway
-started with default settings use the same files.
+started with default settings use the same files; ``--database-url`` (a cluster's ``database.url``) manages the
+keys in PostgreSQL instead, with the server secret file every gateway node mounts.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from securechat.db import DatabaseSettings, open_database
 from securechat.tenants.policy import PolicyOverride
 from securechat.tenants.settings import DEFAULT_SERVER_SECRET_PATH, DEFAULT_STORE_PATH
 from securechat.tenants.store import TenantStore
@@ -22,7 +24,14 @@ __all__ = ["add_tenant_commands"]
 
 
 def _open(args: argparse.Namespace) -> TenantStore:
-    return TenantStore(args.db, args.server_secret)
+    if args.database_url is None:
+        return TenantStore(args.db, args.server_secret)
+    database = open_database(DatabaseSettings(url=args.database_url), args.db)
+    try:
+        return TenantStore(database, args.server_secret, owns_database=True)
+    except BaseException:
+        database.close()
+        raise
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
@@ -79,6 +88,11 @@ def add_tenant_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     """Add ``tenants`` with its own subcommands; each sets ``command`` to a function returning an exit code."""
     tenants = subparsers.add_parser("tenants", help="manage tenants' API keys and policy overrides")
     tenants.add_argument("--db", type=Path, default=DEFAULT_STORE_PATH, help="tenant database (SQLite) path")
+    tenants.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="the cluster's PostgreSQL (database.url: postgresql://user@host:5432/db) instead of --db",
+    )
     tenants.add_argument(
         "--server-secret",
         type=Path,
