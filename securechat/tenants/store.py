@@ -46,10 +46,10 @@ class KeyInfo:
 class TenantStore:
     """API keys and policy overrides for all tenants, in ``database`` (a ``Database``, or an SQLite file path).
 
-        ``server_secret_path`` defaults to ``server_secret`` next to an SQLite file; production should point it at a
-        separate mount so a copy of the database directory does not carry the secret with it (with PostgreSQL it
-        is required). A store opened on a path owns its database and closes it; one given a ``Database`` closes it
-    only with ``owns_database``.
+    ``server_secret_path`` defaults to ``server_secret`` next to an SQLite file; production should point it at a
+    separate mount so a copy of the database directory does not carry the secret with it (with PostgreSQL it is
+    required). A store opened on a path owns its database and closes it; one given a ``Database`` closes it only
+    with ``owns_database``.
     """
 
     def __init__(
