@@ -69,6 +69,8 @@ class GatewaySettings(_Strict):
     key_directory_ttl_s: float = Field(default=2.0, ge=0)
     suite: Suite = Suite.HPKE_X25519  # how the gateway seals plain prompts
     retry_after_s: int = Field(default=1, ge=1)
+    # GET /v1/attestation is anonymous and each fresh nonce is a broadcast to every worker: per gateway replica
+    attestations_per_minute: int = Field(default=600, ge=1)
 
 
 class DispatchSettings(_Strict):
