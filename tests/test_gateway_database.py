@@ -19,7 +19,6 @@ from securechat.gateway.app import create_app
 from securechat.gateway.backend import LocalBackend
 from securechat.gateway.service import GatewayService
 from securechat.keys import WorkerKeys
-from securechat.tenants.auth import AuthSettings
 from securechat.tenants.policy import TenantPolicy
 from securechat.tenants.settings import TenantsSettings
 from securechat.tenants.tenancy import Tenancy, build_tenancy
