@@ -63,4 +63,12 @@ def ray_app(tiny_model_path: Path, securechat_cache_dir: Path) -> Iterator[objec
     try:
         yield app
     finally:
-        stop_local()
+        import ray
+
+        if ray.is_initialized():  # else the multi-node tests, which run last, stopped it to start their cluster
+            stop_local()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``cluster`` start their own multi-node Ray, so they run after every other Ray test."""
+    items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)
