@@ -35,6 +35,7 @@ from securechat.attestation import (
 from securechat.client import ClientConfig
 from securechat.config import AppSettings, RagSettings, RegionSettings, StreamSettings
 from securechat.dispatcher import InferenceDispatcher
+from securechat.engine.base import Engine
 from securechat.framing import decode_frames
 from securechat.gateway.app import create_app
 from securechat.gateway.backend import LocalBackend
@@ -118,13 +119,14 @@ def make_worker(
     chunks: Sequence[str] = ANSWER,
     stream: StreamSettings = SMALL_FRAMES,
     collections: CollectionModes | None = None,
-    engine: ScriptedEngine | None = None,
+    engine: Engine | None = None,
+    max_new_tokens: int = 8,
 ) -> EnclaveWorker:
     worker = EnclaveWorker(
         worker_id,
         REGION,
         engine or ScriptedEngine(chunks),
-        8,
+        max_new_tokens,
         keys=WorkerKeys.generate((Suite.HPKE_X25519,)),  # RSA key generation is slow and not needed here
         attester_factory=lambda identity: Attester(root, identity, registers, key_ttl_s=3600, debug=debug),
         stream=stream,
