@@ -3,7 +3,7 @@
 Log operator: ``init`` (key + database), ``append`` (a signed manifest), ``checkpoint`` (sign the tree head and
 collect witness cosignatures over HTTP), ``prove`` (the evidence JSON a client checks); ``witness-request`` and
 ``cosign`` are the offline path to a witness. Client: ``verify``. Witness operator: ``witness ...``, in
-``witness_cli``. Results go to stdout; errors to stderr with exit status 1.
+``witness_cli``. Results go to stdout; errors to stderr, one line, with the exit codes of securechat/cli_exit.py.
 """
 
 from __future__ import annotations
