@@ -185,7 +185,7 @@ function showMetrics(item, answer, endedAt) {
 
 function showCitations(item, citations) {
   if (!citations || citations.length === 0) return;
-  const list = el("ol", "citations");
+  const list = el("ul", "citations");
   for (const c of citations) {
     const name = c.filename || c.file_id;
     const entry = el("li", "citation", `[${c.n}] ${name}, chunk ${c.chunk_index} (score ${Number(c.score).toFixed(3)})`);
@@ -289,8 +289,9 @@ async function ask(prompt, sampling) {
 
 // -- collections --------------------------------------------------------------------------------------------
 
-function collectionNotice(text) {
+function collectionNotice(text, failed = false) {
   $("collection-notice").textContent = text;
+  $("collection-notice").classList.toggle("failed", failed);
 }
 
 async function loadCollections(select) {
@@ -320,7 +321,7 @@ async function createCollection() {
     await loadCollections(store.id);
     collectionNotice(`created ${store.name || store.id}`);
   } catch (error) {
-    collectionNotice(`could not create: ${error.message}`);
+    collectionNotice(`could not create: ${error.message}`, true);
   }
 }
 
@@ -329,7 +330,7 @@ async function upload() {
   const chosen = [...$("files").files];
   if (!state.verified || chosen.length === 0) return;
   if (!storeId) {
-    collectionNotice("pick or create a collection first");
+    collectionNotice("pick or create a collection first", true);
     return;
   }
   state.busy = true;
@@ -351,7 +352,7 @@ async function upload() {
     await loadCollections(storeId);
     collectionNotice(`added ${chosen.map((f) => f.name).join(", ")}`);
   } catch (error) {
-    collectionNotice(`upload failed: ${error.message}`);
+    collectionNotice(`upload failed: ${error.message}`, true);
   } finally {
     state.busy = false;
     update();
@@ -375,14 +376,14 @@ function start() {
     }
   });
   $("verify").addEventListener("click", async () => {
-    if (!state.busy && (await verify())) loadCollections().catch((e) => collectionNotice(e.message));
+    if (!state.busy && (await verify())) loadCollections().catch((e) => collectionNotice(e.message, true));
   });
   $("create-collection").addEventListener("click", createCollection);
   $("upload").addEventListener("click", upload);
   update();
   verify().then((ok) => {
     // Only once a worker verified does the page ask the service anything else.
-    if (ok) loadCollections().catch((error) => collectionNotice(`collections unavailable: ${error.message}`));
+    if (ok) loadCollections().catch((error) => collectionNotice(`collections unavailable: ${error.message}`, true));
   });
 }
 
