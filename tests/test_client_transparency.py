@@ -295,6 +295,14 @@ def test_the_proxy_answers_502_release_not_logged(release: Release) -> None:
     assert "log_unavailable" in answer.json()["error"]["message"]
 
 
+def test_the_chat_pages_panel_names_the_log_entry(published: tuple[Release, LocalService]) -> None:
+    release, service = published
+    with serve_asgi(create_proxy_app(lambda: _client(release, service))) as proxy:
+        report = httpx.get(f"{proxy}/securechat/attestation").json()
+    assert report["ok"] is True
+    assert report["release_log"] == {"origin": ORIGIN, "entry": 1, "size": 2, "witnesses": [WITNESS]}
+
+
 def test_the_operator_flow_through_the_cli_then_a_client_checks_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -27,6 +27,7 @@ from securechat.logs import get_logger, log_event
 from securechat.proxy import schemas
 from securechat.proxy.errors import ProxyError, ProxyRefusal, from_exception, invalid_request
 from securechat.proxy.origin import SameOriginOnly
+from securechat.proxy.page import page_router
 from securechat.proxy.vector_stores import vector_store_router
 
 logger = get_logger("proxy")
@@ -71,6 +72,7 @@ def create_proxy_app(client_factory: ClientFactory, *, allowed_hosts: Sequence[s
     app.add_middleware(SameOriginOnly)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.include_router(vector_store_router(shared.get))
+    app.include_router(page_router(shared.get))  # the chat page at /
 
     @app.exception_handler(ProxyRefusal)
     async def _on_refusal(_: Request, refusal: ProxyRefusal) -> JSONResponse:
