@@ -1,16 +1,19 @@
 # Two entry points for a fresh machine (see README):
 #   make serve  -- set up .venv, build the embedded tiny model, run the app from serve_config.yaml
-#   make test   -- set up .venv, run ruff, mypy and the whole test suite
+#   make test   -- set up .venv (and Debian's chromium if missing), run ruff, mypy and the whole test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The chat page's browser tests drive Debian's chromium (Playwright's own browser download is not used).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # The CPU wheel of torch that lies on this project's dev/CI machines; an unpinned torch pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup serve test lint typecheck unit bench-cpu bench-rag bench-serving bench-experiments bench-gpu bench-gpu-engine load-test tiny-model clean
+.PHONY: setup browser serve test lint typecheck unit bench-cpu bench-rag bench-serving bench-experiments bench-gpu bench-gpu-engine load-test tiny-model clean
 
 setup: $(STAMP)
 
@@ -18,8 +21,15 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[server,dev]"
 	touch $(STAMP)
+
+# Installed once, only where it is missing (make test needs it; apt-get runs as root, or through sudo).
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
 tiny-model: setup
 	$(BIN)/securechat build-tiny-model
@@ -37,7 +47,7 @@ typecheck: setup
 unit: setup
 	$(BIN)/pytest -q -m "not ray"
 
-test: lint typecheck
+test: lint typecheck browser
 	$(BIN)/pytest -q
 
 load-test: tiny-model

@@ -45,10 +45,8 @@ VARIANTS = (
     Variant("default"),
     Variant("engine core in a thread", ("--engine", '{"core": "thread"}')),
     Variant("flush every 100 ms", ("--stream", '{"flush_interval_ms": 100}')),
-    Variant("constant rate", ("--stream", '{"constant_rate": true}')),
-    Variant(
-        "Serve's throughput mode", env={"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
-    ),
+    Variant("no constant rate", ("--stream", '{"constant_rate": false}')),
+    Variant("Serve's throughput mode", env=THROUGHPUT_MODE),
 )
 
 

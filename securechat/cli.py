@@ -31,6 +31,7 @@ from securechat.attestation import (
 )
 from securechat.attestation.app_measurement import measure_app_worker
 from securechat.attestation.manifest import default_release_key_path
+from securechat.cli_exit import EXIT_USAGE, run
 from securechat.client.cli import add_client_commands
 from securechat.client.collections_cli import add_collection_commands
 from securechat.client.config import DEFAULT_MANIFEST_PATH
@@ -83,7 +84,7 @@ def _init_signing_key(path: Path, create: Callable[..., ed25519.Ed25519PublicKey
         public = create(path, force=force)
     except KeyFileError as error:
         print(f"error: {path}: {error}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
     print(f"{label} id: {root_id(public)}")  # root_id: the SPKI key id of any Ed25519 signing key
     print(f"public key: {path.with_name(path.name + '.pub')}  (clients pin this file)")
     return 0
@@ -123,10 +124,10 @@ def _cmd_manifest_build(args: argparse.Namespace) -> int:
         manifest = manifest_for_registers(args.name, args.release, registers)
     except KeyError:
         print(f"error: region {args.region} is not in {args.config}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
     except (OSError, ValueError, ValidationError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
     if settings.attestation.debug:
         print(
             "warning: attestation.debug is on; verifiers refuse debug workers whatever the manifest says",
@@ -162,7 +163,13 @@ def _version() -> str:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="securechat", description="SecureChat tools.")
+    parser = argparse.ArgumentParser(
+        prog="securechat",
+        description="SecureChat tools.",
+        epilog="Exit codes: 0 success, 1 the operation failed (refused, or failed verification), "
+        "2 bad usage or local setup, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"securechat {_version()}")
     subparsers = parser.add_subparsers(metavar="COMMAND", required=True)
     _add_build_tiny_model(subparsers)
     _add_key_commands(subparsers)
@@ -176,9 +183,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    args = _build_parser().parse_args(argv)  # bad usage exits 2 here
     command: _Command = args.command
-    return command(args)
+    return run(command, args)
 
 
 if __name__ == "__main__":

@@ -131,6 +131,13 @@ class RagSettings(_Strict):
         return self
 
 
+class TransparencySettings(_Strict):
+    """The release log (securechat.transparency) the gateway serves at ``GET /v1/transparency/...``: public
+    data (signed manifests, checkpoints, proofs) that clients check before sealing. None: not served."""
+
+    log_db: str | None = None  # the log's SQLite file (`securechat log init`); ~ and $VARS expand
+
+
 class AttestationSettings(_Strict):
     """The simulated platform: where workers find the root that endorses them, and what their documents say."""
 
@@ -150,6 +157,7 @@ class AppSettings(_Strict):
     tenants: TenantsSettings = TenantsSettings()
     rag: RagSettings = RagSettings()
     database: DatabaseSettings = DatabaseSettings()  # unset: SQLite files per node; a cluster sets url
+    transparency: TransparencySettings = TransparencySettings()
 
     @model_validator(mode="after")
     def _regions_are_unique(self) -> AppSettings:

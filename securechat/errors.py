@@ -56,3 +56,7 @@ class ErrorCode(StrEnum):
     DOCUMENT_EMPTY = "document_empty"
     DOCUMENT_TOO_LARGE = "document_too_large"
     UNSUPPORTED_DOCUMENT_TYPE = "unsupported_document_type"
+    # The release log (securechat.transparency): public data, served or not.
+    NO_TRANSPARENCY_LOG = "no_transparency_log"
+    NO_CHECKPOINT = "no_checkpoint"
+    LOG_CORRUPTED = "log_corrupted"

@@ -45,6 +45,7 @@ ALLOWED_FIELDS: Final = frozenset(
         "input_tokens",
         "output_tokens",
         "tokens_per_sec",
+        "finish_reason",
         "frames",
         "bytes",
         "num_replicas",

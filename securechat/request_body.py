@@ -34,6 +34,10 @@ class RequestBody:
             "top_p": s.top_p,
             "seed": s.seed,
         }
+        if s.stop:
+            data["stop"] = list(s.stop)
+        if s.has_penalties:
+            data.update(presence_penalty=s.presence_penalty, frequency_penalty=s.frequency_penalty)
         return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
     @classmethod
@@ -43,11 +47,17 @@ class RequestBody:
             raw: dict[str, Any] = json.loads(data)
             messages = tuple(_parse_message(m) for m in raw["messages"])
             max_new_tokens = raw.get("max_new_tokens") or max_new_tokens_limit
+            stop = raw.get("stop") or []
+            if not isinstance(stop, list) or not all(isinstance(item, str) for item in stop):
+                raise ValueError("stop is a list of strings")
             sampling = SamplingParams(
                 max_new_tokens=min(int(max_new_tokens), max_new_tokens_limit),
                 temperature=float(raw.get("temperature", 0.0)),
                 top_p=float(raw.get("top_p", 1.0)),
                 seed=None if raw.get("seed") is None else int(raw["seed"]),
+                stop=tuple(stop),
+                presence_penalty=float(raw.get("presence_penalty", 0.0)),
+                frequency_penalty=float(raw.get("frequency_penalty", 0.0)),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidRequestBody("invalid request body") from exc

@@ -33,8 +33,9 @@ from securechat.attestation import (
     sign_manifest,
 )
 from securechat.client import ClientConfig
-from securechat.config import AppSettings, RagSettings, RegionSettings, StreamSettings
+from securechat.config import AppSettings, RagSettings, RegionSettings, StreamSettings, TransparencySettings
 from securechat.dispatcher import InferenceDispatcher
+from securechat.engine.base import Engine
 from securechat.framing import decode_frames
 from securechat.gateway.app import create_app
 from securechat.gateway.backend import LocalBackend
@@ -118,13 +119,14 @@ def make_worker(
     chunks: Sequence[str] = ANSWER,
     stream: StreamSettings = SMALL_FRAMES,
     collections: CollectionModes | None = None,
-    engine: ScriptedEngine | None = None,
+    engine: Engine | None = None,
+    max_new_tokens: int = 8,
 ) -> EnclaveWorker:
     worker = EnclaveWorker(
         worker_id,
         REGION,
         engine or ScriptedEngine(chunks),
-        8,
+        max_new_tokens,
         keys=WorkerKeys.generate((Suite.HPKE_X25519,)),  # RSA key generation is slow and not needed here
         attester_factory=lambda identity: Attester(root, identity, registers, key_ttl_s=3600, debug=debug),
         stream=stream,
@@ -228,9 +230,11 @@ def serve_gateway(
     documents: AsyncDocumentStore | None = None,
     rag: RagSettings | None = None,
     default_policy: TenantPolicy | None = None,
+    transparency_log: Path | None = None,
 ) -> Iterator[LocalService]:
     """The gateway over ``workers``; with ``tenants_dir``, API keys are required (store and secret there); with
-    ``documents`` (and ``rag`` enabled), the collection routes and modes are served."""
+    ``documents`` (and ``rag`` enabled), the collection routes and modes are served; with ``transparency_log``,
+    that release log is served at /v1/transparency/..."""
     pool = FakePool(list(workers))
     calls: list[int] = []
     app = create_app()
@@ -241,7 +245,13 @@ def serve_gateway(
         server_secret_path=directory / "secret",
         default_policy=default_policy or TenantPolicy(),
     )
-    settings = AppSettings(regions=(RegionSettings(name=REGION),), auth=auth, tenants=tenants, rag=rag or RagSettings())
+    settings = AppSettings(
+        regions=(RegionSettings(name=REGION),),
+        auth=auth,
+        tenants=tenants,
+        rag=rag or RagSettings(),
+        transparency=TransparencySettings(log_db=None if transparency_log is None else str(transparency_log)),
+    )
     tenancy = build_tenancy(settings.auth, settings.tenants)
     pools: dict[str, Any] = {REGION: pool}  # FakePool is a WorkerPool by shape
     backend = CountingBackend(InferenceDispatcher(pools), calls)

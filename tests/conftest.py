@@ -18,6 +18,18 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_personal_trust_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A developer's own release-log key and last-seen checkpoints (under ~) never change what a test trusts."""
+    state = tmp_path_factory.mktemp("client-state")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SECURECHAT_LOG_KEY", str(state / "log-key.pem"))
+        mp.setenv("SECURECHAT_LOG_STATE", str(state / "last-seen.json"))
+        for name in ("SECURECHAT_LOG_VKEY_FILE", "SECURECHAT_WITNESS_VKEY_FILES", "SECURECHAT_MIN_WITNESSES"):
+            mp.delenv(name, raising=False)
+        yield
+
+
 @pytest.fixture(scope="session")
 def securechat_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh cache root, also exported as ``SECURECHAT_CACHE_DIR`` for the whole session."""

@@ -48,6 +48,8 @@ APP_ARGS: dict[str, Any] = {
     # Collections in the batched region only (every other worker would load the embedder for nothing); the
     # store lives in the test session's cache directory.
     "rag": {"enabled": True, "regions": [BATCHED_REGION], "store_path": "${SECURECHAT_CACHE_DIR}/documents.sqlite3"},
+    # The release log the gateway serves; tests create it there (the gateway opens it per request).
+    "transparency": {"log_db": "${SECURECHAT_CACHE_DIR}/transparency-log.sqlite3"},
     "dispatch": {"choose_timeout_s": 20},
     "auth": {"mode": "disabled"},  # tenant auth is tested in-process (test_gateway_auth.py)
 }

@@ -31,7 +31,7 @@ def test_key_init_writes_a_private_0600_key_and_prints_the_pub_path(
     if command == "root":
         assert f"root id: {root_id(load_root_public(Path(f'{path}.pub')))}" in out
     before = path.read_bytes()
-    assert main([command, "init", "--path", str(path)]) == 1  # never overwrites silently
+    assert main([command, "init", "--path", str(path)]) == 2  # never overwrites: --force decides
     assert "exists" in capsys.readouterr().err and path.read_bytes() == before
     assert main([command, "init", "--path", str(path), "--force"]) == 0
     assert path.read_bytes() != before and stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -82,7 +82,7 @@ def test_manifest_build_reports_an_unknown_region(tmp_path: Path, capsys: pytest
     release_key = tmp_path / "release.pem"
     main(["release-key", "init", "--path", str(release_key)])
     argv = ["manifest", "build", "--config", str(_serve_config(tmp_path, debug=False)), "--region", "mars-1"]
-    assert main([*argv, "--release-key", str(release_key), "--out", str(tmp_path / "m.json")]) == 1
+    assert main([*argv, "--release-key", str(release_key), "--out", str(tmp_path / "m.json")]) == 2
     assert "mars-1" in capsys.readouterr().err and not (tmp_path / "m.json").exists()
 
 
@@ -137,7 +137,7 @@ def test_chat_without_a_tenant_is_an_error(
     monkeypatch.delenv("SECURECHAT_TENANT", raising=False)
     flags = trust.cli_flags("http://127.0.0.1:9")
     del flags[flags.index("--tenant") : flags.index("--tenant") + 2]
-    assert main(["chat", "Hi", *flags]) == 1
+    assert main(["chat", "Hi", *flags]) == 2  # local setup (securechat/cli_exit.py)
     assert "SECURECHAT_TENANT" in capsys.readouterr().err
 
 

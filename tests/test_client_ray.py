@@ -5,25 +5,29 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from deployments.local import LocalApp
 from securechat.attestation import (
     create_release_key,
+    load_manifest,
     load_release_key,
     manifest_for_registers,
     save_manifest,
     sign_manifest,
 )
 from securechat.attestation.app_measurement import measure_app_worker
-from securechat.client import ClientConfig, SecureChatClient
+from securechat.client import ClientConfig, ReleaseNotLogged, SecureChatClient
 from securechat.config import AppSettings
 from securechat.proxy.app import create_proxy_app
+from securechat.transparency import DEFAULT_ORIGIN, NoteSigner, ReleaseLog, SignatureType, SqliteLogStore
 from tests.client_harness import serve_asgi
 from tests.ray_harness import APP_ARGS, MAIN_REGION, platform_root_path
 
@@ -106,3 +110,23 @@ def test_host_side_never_handles_the_prompt_or_answer_in_the_clear(
     assert answer.encode() not in recording.received  # the answer only ever crossed the host as ciphertext
     hits = [str(p) for p in ray_app.session_dir.rglob("*") if p.is_file() and canary.encode() in p.read_bytes()]
     assert hits == []
+
+
+def test_a_client_pinning_the_release_log_checks_it_through_serve(
+    client_config: ClientConfig, securechat_cache_dir: Path, tmp_path: Path
+) -> None:
+    """The gateway replica serves the log named in the app's config; the SDK seals only after checking it."""
+    signer = NoteSigner(DEFAULT_ORIGIN, SignatureType.ED25519, ed25519.Ed25519PrivateKey.generate())
+    (tmp_path / "log.vkey").write_text(signer.verifier.to_vkey())
+    pinned = replace(client_config, log_vkey_path=tmp_path / "log.vkey", log_state_path=tmp_path / "seen.json")
+    log_db = securechat_cache_dir / "transparency-log.sqlite3"
+    with SecureChatClient(pinned) as client, pytest.raises(ReleaseNotLogged) as refused:
+        client.complete("Hi", max_new_tokens=2)
+    assert (refused.value.reason, refused.value.code) == ("log_unavailable", "no_transparency_log")
+    with ReleaseLog(SqliteLogStore.create(log_db, DEFAULT_ORIGIN)) as log:
+        release_key = load_release_key(client_config.release_public_key_path.with_suffix(""))
+        log.append(load_manifest(client_config.manifest_path), [release_key.public_key()])
+        log.sign_checkpoint(signer)
+    with SecureChatClient(pinned) as client:
+        assert client.complete("Hi", max_new_tokens=2).metrics["output_tokens"] == 2
+        assert client.release is not None and client.release.leaf_index == 0

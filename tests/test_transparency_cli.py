@@ -133,18 +133,19 @@ def _verify_argv(files: Files, manifest_path: Path, evidence_path: Path) -> list
     ]
 
 
-def test_operator_errors_are_one_line_and_exit_1(files: Files, capsys: pytest.CaptureFixture[str]) -> None:
+def test_operator_errors_are_one_line_with_the_cli_exit_codes(files: Files, capsys: pytest.CaptureFixture[str]) -> None:
+    # 2: the operator's to fix here; 1: the operation itself failed (securechat/cli_exit.py)
     code, _, err = _run(["log", "init", "--db", str(files.db), "--key", str(files.root / "k2.pem")], capsys)
-    assert code == 1 and "exists" in err
+    assert code == 2 and "exists" in err
     code, _, err = _run(["log", "prove", str(_manifest_file(files.root, 0)), "--db", str(files.db)], capsys)
-    assert code == 1 and "no checkpoint signed yet" in err
+    assert code == 2 and "no checkpoint signed yet" in err
     foreign = files.root / "foreign.json"
     save_manifest(foreign, manifest(ed25519.Ed25519PrivateKey.generate(), 5))
     argv = ["log", "append", str(foreign), "--db", str(files.db), "--release-pub", str(files.release_key) + ".pub"]
     code, _, err = _run(argv, capsys)
-    assert code == 1 and "not signed by a release key" in err
+    assert code == 2 and "not signed by a release key" in err
     code, _, err = _run(["log", "checkpoint", "--db", str(files.root / "absent.sqlite3")], capsys)
-    assert code == 1 and "no transparency log" in err
+    assert code == 2 and "no transparency log" in err
     unreachable = ["log", "checkpoint", "--db", str(files.db), "--key", str(files.key)]
     code, out, err = _run([*unreachable, "--witness", "http://127.0.0.1:9", files.witness_vkey], capsys)
     assert code == 1 and "unreachable" in err and out.startswith(f"{ORIGIN}\n0\n")

@@ -95,6 +95,11 @@ class AttestationVerifier:
         self._max_skew_s = max_skew_s
         self._clock = clock
 
+    @property
+    def manifest(self) -> SignedManifest:
+        """The pinned release manifest every document's registers are checked against."""
+        return self._manifest
+
     def verify(self, document: Mapping[str, Any], expected_nonce: str) -> VerifiedWorker:
         read_hex(expected_nonce, min_chars=NONCE_MIN_HEX, max_chars=NONCE_MAX_HEX)  # a caller bug, not a refusal
         now = self._clock()  # one reading, so every time check sees the same instant

@@ -8,7 +8,7 @@ with SecureChatClient(ClientConfig.from_env(tenant_id="tenant1")) as client:
 """
 
 from securechat.client.config import ClientConfig
-from securechat.client.errors import AttestationFailed, ClientError, ConfigError, ServiceError
+from securechat.client.errors import AttestationFailed, ClientError, ConfigError, ReleaseNotLogged, ServiceError
 from securechat.client.messages import Prompt, Sampling
 from securechat.client.sdk import SecureChatClient
 from securechat.client.stream import CompletionStream
@@ -24,6 +24,7 @@ __all__ = [
     "ConfigError",
     "InvalidCiphertext",
     "Prompt",
+    "ReleaseNotLogged",
     "ResponseFailed",
     "Sampling",
     "SecureChatClient",

@@ -19,7 +19,7 @@ from securechat.client.keyring import Keyring
 from securechat.client.sdk import SecureChatClient
 from securechat.errors import InvalidCiphertext
 from securechat.keys import Suite
-from securechat.response import ResponseFailed
+from securechat.transparency import VerifiedRelease
 
 __all__ = ["add_client_commands", "client_options", "config_from_args"]
 
@@ -39,6 +39,22 @@ def client_options() -> argparse.ArgumentParser:
     group.add_argument(
         "--manifest", type=Path, help="signed release manifest (default: ~/.config/securechat/manifest.json)"
     )
+    group.add_argument(
+        "--log-vkey-file",
+        type=Path,
+        help="pinned release log key: require the manifest in that log "
+        "(default: $SECURECHAT_LOG_VKEY_FILE, or <log key path>.vkey if it exists)",
+    )
+    group.add_argument(
+        "--witness-vkey-file",
+        type=Path,
+        action="append",
+        help="a pinned witness key (repeat for several; default: $SECURECHAT_WITNESS_VKEY_FILES)",
+    )
+    group.add_argument(
+        "--min-witnesses", type=int, help="cosignatures required among the pinned witnesses (default: all of them)"
+    )
+    group.add_argument("--log-state", type=Path, help="the newest accepted checkpoint (default: $SECURECHAT_LOG_STATE)")
     group.add_argument("--suite", choices=sorted(_SUITES), default="hpke", help="key wrapping suite (default: hpke)")
     group.add_argument("--timeout-s", type=float, help="HTTP connect/read timeout in seconds (default: 60)")
     group.add_argument("--max-age-s", type=float, help="oldest attestation document accepted (default: 60)")
@@ -64,6 +80,10 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         suite=_SUITES[args.suite],
         timeout_s=args.timeout_s,
         max_age_s=args.max_age_s,
+        log_vkey_path=args.log_vkey_file,
+        witness_vkey_paths=tuple(args.witness_vkey_file) if args.witness_vkey_file else None,
+        min_witnesses=args.min_witnesses,
+        log_state_path=args.log_state,
     )
 
 
@@ -85,15 +105,23 @@ def _cmd_attest(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         with SecureChatClient(config) as client:
             report = client.attest()
+            release = client.release
     except AttestationFailed as failed:
         print_report(failed.report, failed.region)
         print(f"error: {failed}", file=sys.stderr)
         return 1
-    except ClientError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    print_release(release)
     print_report(report, config.region)
     return 0
+
+
+def print_release(release: VerifiedRelease | None) -> None:
+    if release is None:
+        print("release log: not pinned (the manifest file alone is trusted; see --log-vkey-file)")
+        return
+    checkpoint = release.checkpoint
+    cosigned = ", ".join(release.witnesses) or "no witness"
+    print(f"release log: {checkpoint.origin}  entry {release.leaf_index} of {checkpoint.size}, cosigned by {cosigned}")
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
@@ -118,9 +146,6 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             citations = stream.final.extra.get("citations", []) if stream.final is not None else []
     except InvalidCiphertext:
         print("\nerror: the answer failed verification (tampered or truncated); it is incomplete", file=sys.stderr)
-        return 1
-    except (ClientError, ResponseFailed, ValueError) as error:  # ValueError: a bad sampling option
-        print(f"\nerror: {error}", file=sys.stderr)
         return 1
     print()
     for citation in citations:

@@ -15,11 +15,8 @@ from pathlib import Path
 
 from securechat.client.cli import client_options, config_from_args
 from securechat.client.collections import DocumentFile
-from securechat.client.errors import ClientError
 from securechat.client.keyring import Keyring
 from securechat.client.sdk import SecureChatClient
-from securechat.errors import InvalidCiphertext
-from securechat.response import ResponseFailed
 
 _Command = Callable[[argparse.Namespace], int]
 
@@ -34,21 +31,6 @@ def _client(args: argparse.Namespace) -> SecureChatClient:
 
 def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _guarded(command: _Command) -> _Command:
-    """Expected failures become one line on stderr and exit code 1, never a traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except InvalidCiphertext:
-            print("error: an answer failed verification (tampered, truncated, or the wrong key)", file=sys.stderr)
-        except (ClientError, ResponseFailed, ValueError) as error:
-            print(f"error: {error}", file=sys.stderr)
-        return 1
-
-    return run
 
 
 def _cmd_create(args: argparse.Namespace) -> int:
@@ -128,20 +110,20 @@ def add_collection_commands(subparsers: argparse._SubParsersAction[argparse.Argu
     actions = collections.add_subparsers(metavar="ACTION", required=True)
     create = actions.add_parser("create", parents=[options, keyring], help="a new collection and its key")
     create.add_argument("--name", help="a local name (kept in the keyring; the service never sees it)")
-    create.set_defaults(command=_guarded(_cmd_create))
+    create.set_defaults(command=_cmd_create)
     listing = actions.add_parser("list", parents=[options, keyring], help="the tenant's collections")
-    listing.set_defaults(command=_guarded(_cmd_list))
+    listing.set_defaults(command=_cmd_list)
     delete = actions.add_parser("delete", parents=[options, keyring], help="delete every blob, forget the key")
     delete.add_argument("collection_id")
     delete.add_argument("--keep-key", action="store_true", help="keep the key in the keyring")
-    delete.set_defaults(command=_guarded(_cmd_delete))
+    delete.set_defaults(command=_cmd_delete)
     export = actions.add_parser("export", parents=[keyring], help="print a collection's key for another machine")
     export.add_argument("collection_id")
     export.add_argument("--out", type=Path, help="write it to this file (0600) instead of stdout")
-    export.set_defaults(command=_guarded(_cmd_export))
+    export.set_defaults(command=_cmd_export)
     importer = actions.add_parser("import", parents=[keyring], help="add an exported key to this keyring")
     importer.add_argument("file", type=Path, help='the exported key ("-" reads stdin)')
-    importer.set_defaults(command=_guarded(_cmd_import))
+    importer.set_defaults(command=_cmd_import)
 
     docs = subparsers.add_parser("docs", help="add, list and delete a collection's documents")
     doc_actions = docs.add_subparsers(metavar="ACTION", required=True)
@@ -150,11 +132,11 @@ def add_collection_commands(subparsers: argparse._SubParsersAction[argparse.Argu
     )
     add.add_argument("collection_id")
     add.add_argument("files", nargs="+", type=Path, help=".txt or .md files (UTF-8)")
-    add.set_defaults(command=_guarded(_cmd_docs_add))
+    add.set_defaults(command=_cmd_docs_add)
     doc_list = doc_actions.add_parser("list", parents=[options, keyring], help="documents, names opened locally")
     doc_list.add_argument("collection_id")
-    doc_list.set_defaults(command=_guarded(_cmd_docs_list))
+    doc_list.set_defaults(command=_cmd_docs_list)
     doc_delete = doc_actions.add_parser("delete", parents=[options, keyring], help="delete one document")
     doc_delete.add_argument("collection_id")
     doc_delete.add_argument("doc_id")
-    doc_delete.set_defaults(command=_guarded(_cmd_docs_delete))
+    doc_delete.set_defaults(command=_cmd_docs_delete)

@@ -1,8 +1,12 @@
-"""Where the client connects and what it pins: the service URL, the tenant, and the three trust files.
+"""Where the client connects and what it pins: the service URL, the tenant, and the trust files.
 
 Trust files (all public; the CLI's ``root init``, ``release-key init`` and ``manifest build`` write them):
 the platform root's public key (``<default_root_path()>.pub``), the release key's public key
 (``<default release key path>.pub``) and the signed release manifest (``~/.config/securechat/manifest.json``).
+
+Pinning the release log's verifier key (``log_vkey_path``; by default ``<log key path>.vkey`` when that file
+exists, as ``securechat log init`` writes it) makes the client also require that the manifest is in the log,
+cosigned by ``min_witnesses`` of the pinned witnesses (all of them unless set), before it seals anything.
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ from securechat.attestation.manifest import default_release_key_path
 from securechat.client.errors import ConfigError
 from securechat.envelope import is_valid_id
 from securechat.keys import Suite
+from securechat.transparency.paths import default_last_seen_path, default_log_key_path
 
 URL_ENV: Final = "SECURECHAT_URL"
 TENANT_ENV: Final = "SECURECHAT_TENANT"
 REGION_ENV: Final = "SECURECHAT_REGION"
 API_KEY_ENV: Final = "SECURECHAT_API_KEY"
+LOG_VKEY_ENV: Final = "SECURECHAT_LOG_VKEY_FILE"
+WITNESS_VKEYS_ENV: Final = "SECURECHAT_WITNESS_VKEY_FILES"  # paths, separated by os.pathsep
+MIN_WITNESSES_ENV: Final = "SECURECHAT_MIN_WITNESSES"
 DEFAULT_URL: Final = "http://127.0.0.1:8000"
 DEFAULT_REGION: Final = "us-west-1"
 DEFAULT_MANIFEST_PATH: Final = Path("~/.config/securechat/manifest.json")
@@ -41,6 +49,16 @@ def default_release_public_key_path(environ: Mapping[str, str] = os.environ) -> 
     return _public_path_for(default_release_key_path(environ))
 
 
+def default_log_vkey_path(environ: Mapping[str, str] = os.environ) -> Path | None:
+    """``$SECURECHAT_LOG_VKEY_FILE``, else the ``.vkey`` beside the default log key if it exists, else None."""
+    configured = environ.get(LOG_VKEY_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    beside_key = default_log_key_path(environ)
+    vkey = beside_key.with_name(beside_key.name + ".vkey")
+    return vkey if vkey.exists() else None
+
+
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
     tenant_id: str
@@ -54,6 +72,11 @@ class ClientConfig:
     max_age_s: float = 60.0  # oldest attestation document accepted
     timeout_s: float = 60.0  # per connect/read on the HTTP connection
     key_cache_ttl_s: float = 30.0  # verified keys are reused this long at most (and never past their expiry)
+    # The release log: with a pinned log key, a manifest must be in the log before anything is sealed.
+    log_vkey_path: Path | None = None
+    witness_vkey_paths: tuple[Path, ...] = ()
+    min_witnesses: int | None = None  # None: every pinned witness must have cosigned
+    log_state_path: Path = field(default_factory=default_last_seen_path)  # the newest checkpoint accepted
 
     def __post_init__(self) -> None:
         if not is_valid_id(self.tenant_id):
@@ -67,8 +90,15 @@ class ClientConfig:
             raise ConfigError("api key must be non-empty and contain no whitespace")
         if min(self.max_age_s, self.timeout_s) <= 0 or self.key_cache_ttl_s < 0:
             raise ConfigError("max_age_s and timeout_s must be positive, key_cache_ttl_s non-negative")
-        for name in ("root_public_key_path", "release_public_key_path", "manifest_path"):
+        for name in ("root_public_key_path", "release_public_key_path", "manifest_path", "log_state_path"):
             object.__setattr__(self, name, Path(getattr(self, name)).expanduser())
+        if self.log_vkey_path is not None:
+            object.__setattr__(self, "log_vkey_path", Path(self.log_vkey_path).expanduser())
+        object.__setattr__(self, "witness_vkey_paths", tuple(Path(p).expanduser() for p in self.witness_vkey_paths))
+        if self.witness_vkey_paths and self.log_vkey_path is None:
+            raise ConfigError("witness keys are pinned but no release log key: pin the log's key as well")
+        if self.min_witnesses is not None and not 0 <= self.min_witnesses <= len(self.witness_vkey_paths):
+            raise ConfigError("min_witnesses must be between 0 and the number of pinned witness keys")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         object.__setattr__(self, "suite", Suite(self.suite))
 
@@ -82,6 +112,11 @@ class ClientConfig:
             "api_key": environ.get(API_KEY_ENV) or None,
             "root_public_key_path": default_root_public_key_path(environ),
             "release_public_key_path": default_release_public_key_path(environ),
+            "log_vkey_path": default_log_vkey_path(environ),
+            "witness_vkey_paths": tuple(Path(p) for p in environ.get(WITNESS_VKEYS_ENV, "").split(os.pathsep) if p)
+            or None,
+            "min_witnesses": _int_or_none(environ.get(MIN_WITNESSES_ENV), MIN_WITNESSES_ENV),
+            "log_state_path": default_last_seen_path(environ),
         }
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
@@ -91,3 +126,12 @@ class ClientConfig:
         if values.get("tenant_id") is None:
             raise ConfigError(f"no tenant: pass --tenant or set {TENANT_ENV}")
         return cls(**{name: value for name, value in values.items() if value is not None})
+
+
+def _int_or_none(value: str | None, name: str) -> int | None:
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number") from None

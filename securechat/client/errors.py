@@ -39,6 +39,22 @@ class AttestationFailed(ClientError):
         return [refusal.reason.value for refusal in self.refusals]
 
 
+class ReleaseNotLogged(ClientError):
+    """The pinned manifest could not be shown to be in the pinned release log (with its witnesses' cosignatures
+    and consistent with what this client saw before), so nothing was sealed and nothing was sent.
+
+    ``reason`` is a ``securechat.transparency.TransparencyFailure`` value, or ``log_unavailable`` when the service
+    served no evidence at all (then ``status`` and ``code`` say what it answered).
+    """
+
+    def __init__(self, reason: str, *, status: int | None = None, code: str | None = None) -> None:
+        self.reason = reason
+        self.status = status
+        self.code = code
+        answered = f" ({code}, HTTP {status})" if code is not None else ""
+        super().__init__(f"the release manifest was refused by the transparency check: {reason}{answered}")
+
+
 class ServiceError(ClientError):
     """The service answered with an error (``status`` and its ``code``), or could not be reached (status None)."""
 

@@ -20,6 +20,9 @@ class Sampling(TypedDict, total=False):
     temperature: float  # 0 (default) is greedy
     top_p: float
     seed: int | None
+    stop: Sequence[str]  # up to four strings; the answer ends before the first one (not returned)
+    presence_penalty: float  # OpenAI's penalties, in [-2, 2]
+    frequency_penalty: float
 
 
 def to_messages(prompt: Prompt) -> tuple[ChatMessage, ...]:
@@ -48,6 +51,9 @@ def build_request(prompt: Prompt, **sampling: Unpack[Sampling]) -> RequestBody:
         temperature=sampling.get("temperature", 0.0),
         top_p=sampling.get("top_p", 1.0),
         seed=sampling.get("seed"),
+        stop=tuple(sampling.get("stop") or ()),
+        presence_penalty=sampling.get("presence_penalty", 0.0),
+        frequency_penalty=sampling.get("frequency_penalty", 0.0),
     )
     return RequestBody(messages=to_messages(prompt), sampling=params)
 

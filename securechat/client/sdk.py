@@ -3,7 +3,10 @@
 Per request: take the cached verified keys (or attest afresh with a new nonce), seal the body for every one of
 them under a new request id, POST the envelope, and read the frames as they arrive. A 409 ``stale_keys`` means
 the key set changed (a worker was replaced): attest again, reseal under a new request id, and retry once.
-Nothing is ever sealed to a key that did not pass attestation, and nothing is sent when none did.
+Nothing is ever sealed to a key that did not pass attestation, and nothing is sent when none did. With a
+pinned release log, every attestation first checks that the pinned manifest is in the log (inclusion, log
+signature, witness cosignatures, consistency with the checkpoint this client saw before); a refusal raises
+``ReleaseNotLogged`` and nothing is sealed.
 """
 
 from __future__ import annotations
@@ -22,16 +25,18 @@ import httpx
 from securechat.attestation import AttestationVerifier, VerificationReport, new_nonce
 from securechat.client.collections import CollectionsClient
 from securechat.client.config import ClientConfig
-from securechat.client.errors import ServiceError
+from securechat.client.errors import ReleaseNotLogged, ServiceError
 from securechat.client.keyring import Keyring
 from securechat.client.messages import Prompt, Sampling, build_request
 from securechat.client.stream import CompletionStream
-from securechat.client.trust import VerifiedKeys, load_verifier, read_documents
+from securechat.client.trust import VerifiedKeys, load_release_verifier, load_verifier, read_documents
 from securechat.envelope import SealedRequest, seal_request
 from securechat.errors import ErrorCode
 from securechat.logs import get_logger, log_event
 from securechat.rag.bodies import DEFAULT_TOP_K, CollectionRef, EmbedBody, RagBody
 from securechat.response import Completion
+from securechat.transparency import ReleaseEvidence, TransparencyError, TransparencyFailure, VerifiedRelease
+from securechat.transparency.leaf import manifest_leaf_hash
 
 logger = get_logger("client")
 
@@ -57,6 +62,8 @@ class SecureChatClient:
     ) -> None:
         self.config = config
         self._verifier = verifier or load_verifier(config)  # fails fast on a missing or broken trust file
+        self._releases = load_release_verifier(config)
+        self.release: VerifiedRelease | None = None  # the log entry of the pinned manifest, last checked
         self._http = http or httpx.Client(timeout=config.timeout_s)
         self._owns_http = http is None
         self._lock = threading.Lock()
@@ -68,9 +75,13 @@ class SecureChatClient:
     def attest(self) -> VerificationReport:
         """Fetch the region's documents for a fresh nonce and verify each one; cache the verified keys.
 
-        Raises AttestationFailed (with every refusal's reason) when no worker offers a verified key.
+        Raises AttestationFailed (with every refusal's reason) when no worker offers a verified key, and
+        ReleaseNotLogged (before any document is fetched) when a pinned release log does not vouch for the
+        pinned manifest.
         """
         started = time.perf_counter()
+        if self._releases is not None:
+            self.release = self._check_release()
         nonce = new_nonce()
         response = self._request("GET", "/v1/attestation", params={"region": self.config.region, "nonce": nonce})
         try:
@@ -90,6 +101,31 @@ class SecureChatClient:
             elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return report
+
+    def _check_release(self) -> VerifiedRelease:
+        assert self._releases is not None
+        manifest = self._verifier.manifest
+        params = {"leaf_hash": manifest_leaf_hash(manifest).hex()}
+        for attempt in range(2):
+            params["old_size"] = str(self._releases.last_seen_size())
+            try:
+                response = self._request("GET", "/v1/transparency/evidence", params=params)
+            except ServiceError as error:
+                if error.status is None:  # unreachable: the same failure as any other call
+                    raise
+                raise ReleaseNotLogged("log_unavailable", status=error.status, code=error.code) from None
+            try:
+                evidence = ReleaseEvidence.from_dict(response.json())
+            except ValueError:
+                raise ReleaseNotLogged(TransparencyFailure.MALFORMED.value) from None
+            try:
+                return self._releases.verify(manifest, evidence)
+            except TransparencyError as refused:
+                # Another process of this user may have moved the last-seen checkpoint between the two steps.
+                if refused.reason is TransparencyFailure.CONSISTENCY_PROOF_MISSING and attempt == 0:
+                    continue
+                raise ReleaseNotLogged(refused.reason.value) from None
+        raise AssertionError("unreachable")
 
     def _verified_keys(self, *, refresh: bool) -> VerifiedKeys:
         with self._lock:

@@ -1,4 +1,5 @@
-"""What the client trusts: the pinned root, the release key and its manifest, and the keys verified with them.
+"""What the client trusts: the pinned root, the release key and its manifest (and, when pinned, the release log
+and its witnesses), and the keys verified with them.
 
 ``VerifiedKeys`` is the cache between attestations. It holds only keys from workers that passed every check
 and is valid until the earliest expiry among them or a short TTL, whichever comes first.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from securechat.attestation import (
@@ -22,6 +24,9 @@ from securechat.attestation import (
 from securechat.client.config import ClientConfig
 from securechat.client.errors import AttestationFailed, ConfigError
 from securechat.keys import RecipientKey, Suite
+from securechat.transparency import FileLastSeen, ReleaseVerifier, TrustPolicy, read_vkey
+from securechat.transparency.note import InvalidNote
+from securechat.transparency.note_keys import NoteVerifier
 
 MAX_DOCUMENTS = 1024
 
@@ -45,6 +50,29 @@ def load_verifier(config: ClientConfig) -> AttestationVerifier:
     if not manifest.verify(release):
         raise ConfigError(f"release manifest {config.manifest_path} is not signed by the pinned release key")
     return AttestationVerifier(root, manifest, release, max_age_s=config.max_age_s)
+
+
+def load_release_verifier(config: ClientConfig) -> ReleaseVerifier | None:
+    """The release-log check for the pinned log and witness keys; None when no log key is pinned."""
+    if config.log_vkey_path is None:
+        return None
+    log_key = _read_vkey(config.log_vkey_path, "release log key")
+    witnesses = tuple(_read_vkey(path, "witness key") for path in config.witness_vkey_paths)
+    required = len(witnesses) if config.min_witnesses is None else config.min_witnesses
+    try:
+        policy = TrustPolicy(log_key, witnesses, required)
+    except ValueError as exc:
+        raise ConfigError(f"release log trust: {exc}") from None
+    return ReleaseVerifier(policy, FileLastSeen(config.log_state_path))
+
+
+def _read_vkey(path: Path, what: str) -> NoteVerifier:
+    try:
+        return read_vkey(path.read_text())
+    except OSError:
+        raise ConfigError(f"{what} {path}: cannot read it") from None
+    except (ValueError, InvalidNote):
+        raise ConfigError(f"{what} {path}: not a note verifier key (name+hash+base64)") from None
 
 
 def read_documents(data: Any, region: str, nonce: str) -> list[Mapping[str, Any]]:

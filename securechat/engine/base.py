@@ -20,16 +20,27 @@ class ChatMessage:
 
 
 MIN_TEMPERATURE = 0.01
+MAX_STOP_STRINGS = 4
+MAX_STOP_CHARS = 256
+MAX_PENALTY = 2.0
 
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
-    """How to pick tokens. temperature == 0 means greedy; seed makes sampling reproducible."""
+    """How to pick tokens. temperature == 0 means greedy; seed makes sampling reproducible.
+
+    ``stop``: up to four strings; the answer ends before the first one appears in its text (which is not
+    returned). ``presence_penalty`` / ``frequency_penalty`` (OpenAI's, in [-2, 2]): each token's logit is
+    lowered by ``frequency_penalty * n + presence_penalty * (n > 0)``, n its count in the answer so far.
+    """
 
     max_new_tokens: int = 128
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    stop: tuple[str, ...] = field(default=(), repr=False)  # may quote content: never in a repr
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -40,6 +51,15 @@ class SamplingParams:
             raise ValueError(f"temperature must be 0 (greedy) or a finite number >= {MIN_TEMPERATURE}")
         if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
             raise ValueError("top_p must be in (0, 1]")
+        if len(self.stop) > MAX_STOP_STRINGS or not all(0 < len(s) <= MAX_STOP_CHARS for s in self.stop):
+            raise ValueError(f"stop takes at most {MAX_STOP_STRINGS} non-empty strings of at most {MAX_STOP_CHARS}")
+        for penalty in (self.presence_penalty, self.frequency_penalty):
+            if not (math.isfinite(penalty) and -MAX_PENALTY <= penalty <= MAX_PENALTY):
+                raise ValueError(f"penalties must be in [-{MAX_PENALTY}, {MAX_PENALTY}]")
+
+    @property
+    def has_penalties(self) -> bool:
+        return self.presence_penalty != 0 or self.frequency_penalty != 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +80,7 @@ class GenerationStats:
     total_ms: float
     input_tokens: int
     output_tokens: int
+    finish_reason: str = "stop"  # "length": the token budget ended it; "stop": EOS or a stop string
 
     @property
     def tokens_per_sec(self) -> float:
@@ -72,6 +93,7 @@ class GenerationStats:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "tokens_per_sec": round(self.tokens_per_sec, 3),
+            "finish_reason": self.finish_reason,
         }
 
 

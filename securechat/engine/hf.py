@@ -25,6 +25,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     BitsAndBytesConfig,
+    LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     StoppingCriteriaList,
@@ -42,6 +43,8 @@ from securechat.engine.base import (
 from securechat.engine.chat_template import chat_prompt_ids
 from securechat.engine.device import resolve_device
 from securechat.engine.hf_thread import Failed, Finished, Item, LoopStreamer, Piece, StopOnEvent, device_broken, seeded
+from securechat.engine.penalties import PenaltiesProcessor
+from securechat.engine.stop import StopMatcher
 from securechat.logs import get_logger, log_event
 from securechat.tiny_model import resolve_model_path
 
@@ -179,7 +182,9 @@ class HFEngine(Engine):
     def count_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
         return len(self._prompt_ids(messages))
 
-    def _generate_kwargs(self, request: GenerationRequest, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    def _generate_kwargs(
+        self, request: GenerationRequest, tokenizer: PreTrainedTokenizerBase, prompt_length: int
+    ) -> dict[str, Any]:
         sampling = request.sampling
         max_new_tokens = min(sampling.max_new_tokens, self.config.max_new_tokens)
         pad_token_id = tokenizer.pad_token_id
@@ -191,6 +196,9 @@ class HFEngine(Engine):
         }
         if sampling.temperature > 0:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        if sampling.has_penalties:
+            penalties = PenaltiesProcessor(prompt_length, sampling.presence_penalty, sampling.frequency_penalty)
+            kwargs["logits_processor"] = LogitsProcessorList([penalties])
         if self.config.disable_eos:
             kwargs["min_new_tokens"] = max_new_tokens  # masks every EOS id until the budget is spent
         return kwargs
@@ -212,7 +220,7 @@ class HFEngine(Engine):
         streamer = LoopStreamer(tokenizer, post)
         stop = threading.Event()
         input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self._device)  # [1, S]
-        generate_kwargs = self._generate_kwargs(request, tokenizer)
+        generate_kwargs = self._generate_kwargs(request, tokenizer, len(prompt_ids))
 
         def run() -> None:
             try:
@@ -231,18 +239,25 @@ class HFEngine(Engine):
 
         thread = threading.Thread(target=run, name=_THREAD_NAME, daemon=True)
         thread.start()
+        stops = StopMatcher(request.sampling.stop)
         finished = False
         try:
             while not finished:
                 item = await items.get()
                 if isinstance(item, Piece):
-                    yield TextChunk(text=item.text, num_tokens=item.num_tokens)
+                    text = stops.push(item.text)
+                    if stops.stopped:
+                        stop.set()  # a stop string: generation ends after this step; later pieces are dropped
+                    if text:
+                        yield TextChunk(text=text, num_tokens=item.num_tokens)
                 elif isinstance(item, Failed):
                     log_event(logger, "generation_failed", request_id=request.request_id, error_code=item.error_type)
                     failure = EngineDeadError if item.device_broken else EngineError
                     raise failure(f"generation_failed: {item.error_type}")
                 else:
                     finished = True
+            if held := stops.flush():
+                yield TextChunk(text=held, num_tokens=0)
         finally:
             # Consumer closed or cancelled us (or we failed): stop the thread and wait for it, off the loop.
             stop.set()
@@ -257,5 +272,8 @@ class HFEngine(Engine):
             total_ms=total_ms,
             input_tokens=len(prompt_ids),
             output_tokens=streamer.num_output_tokens,
+            finish_reason="length"
+            if not stops.stopped and streamer.num_output_tokens >= generate_kwargs["max_new_tokens"]
+            else "stop",
         )
         yield TextChunk(text="", num_tokens=0, stats=stats)

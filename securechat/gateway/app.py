@@ -18,6 +18,7 @@ from securechat.gateway.collections import CollectionAdmin
 from securechat.gateway.http_errors import STATUS, HTTPError, error_response
 from securechat.gateway.schemas import ID_PATTERN, InferRequest, Mode, NewCollection, SealedOperation
 from securechat.gateway.service import GatewayService
+from securechat.gateway.transparency import router as transparency_router
 from securechat.tenants.auth import AuthError
 
 FRAMES_MEDIA_TYPE = "application/octet-stream"
@@ -240,6 +241,8 @@ def create_app() -> FastAPI:
         regions = [region] if region is not None else list(service.settings.region_names)
         documents = await service.attestations(regions, nonce)
         return {"region": region, "nonce": nonce, "documents": documents}
+
+    app.include_router(transparency_router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

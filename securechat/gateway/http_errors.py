@@ -43,6 +43,9 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.DOCUMENT_EMPTY: 413,
     ErrorCode.DOCUMENT_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_DOCUMENT_TYPE: 415,
+    ErrorCode.NO_TRANSPARENCY_LOG: 404,
+    ErrorCode.NO_CHECKPOINT: 503,
+    ErrorCode.LOG_CORRUPTED: 500,
 }
 
 MESSAGES: dict[ErrorCode, str] = {
@@ -79,6 +82,9 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.DOCUMENT_EMPTY: "A document has no text to index.",
     ErrorCode.DOCUMENT_TOO_LARGE: "A document is over the size limit.",
     ErrorCode.UNSUPPORTED_DOCUMENT_TYPE: "Documents must be text/plain or text/markdown (UTF-8).",
+    ErrorCode.NO_TRANSPARENCY_LOG: "This service publishes no release log (transparency.log_db is not set).",
+    ErrorCode.NO_CHECKPOINT: "The release log has no signed checkpoint yet.",
+    ErrorCode.LOG_CORRUPTED: "The release log's stored leaves no longer match its signed checkpoints.",
 }
 
 RETRYABLE = frozenset(

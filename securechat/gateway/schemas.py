@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from securechat.engine.base import MIN_TEMPERATURE
+from securechat.engine.base import MAX_PENALTY, MAX_STOP_CHARS, MAX_STOP_STRINGS, MIN_TEMPERATURE
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
 Mode = Literal["plain", "rag", "ingest", "search", "embed"]
@@ -36,6 +36,11 @@ class InferRequest(BaseModel):
     temperature: float = Field(default=0.0, ge=0.0, le=10.0, allow_inf_nan=False)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     seed: int | None = Field(default=None, ge=0, lt=2**63)
+    stop: list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]] | None = Field(
+        default=None, max_length=MAX_STOP_STRINGS
+    )
+    presence_penalty: float = Field(default=0.0, ge=-MAX_PENALTY, le=MAX_PENALTY, allow_inf_nan=False)
+    frequency_penalty: float = Field(default=0.0, ge=-MAX_PENALTY, le=MAX_PENALTY, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _exactly_one_payload(self) -> InferRequest:

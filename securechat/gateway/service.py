@@ -212,6 +212,9 @@ class GatewayService:
             temperature=request.temperature,
             top_p=request.top_p,
             seed=request.seed,
+            stop=tuple(request.stop or ()),
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
         )
         plain = RequestBody.from_prompt(request.prompt, sampling)
         body = plain.to_bytes() if request.mode == "plain" else self._rag_body(request, plain)

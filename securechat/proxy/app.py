@@ -27,6 +27,7 @@ from securechat.logs import get_logger, log_event
 from securechat.proxy import schemas
 from securechat.proxy.errors import ProxyError, ProxyRefusal, from_exception, invalid_request
 from securechat.proxy.origin import SameOriginOnly
+from securechat.proxy.page import page_router
 from securechat.proxy.vector_stores import vector_store_router
 
 logger = get_logger("proxy")
@@ -71,6 +72,7 @@ def create_proxy_app(client_factory: ClientFactory, *, allowed_hosts: Sequence[s
     app.add_middleware(SameOriginOnly)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.include_router(vector_store_router(shared.get))
+    app.include_router(page_router(shared.get))  # the chat page at /
 
     @app.exception_handler(ProxyRefusal)
     async def _on_refusal(_: Request, refusal: ProxyRefusal) -> JSONResponse:
@@ -98,7 +100,7 @@ def create_proxy_app(client_factory: ClientFactory, *, allowed_hosts: Sequence[s
         if parsed.stream:
             include_usage = parsed.stream_options is not None and parsed.stream_options.include_usage
             cite = _citer(client, parsed.vector_store_ids)
-            events = _sse(opened, parsed.max_new_tokens, include_usage, cite)
+            events = _sse(opened, include_usage, cite)
             headers = {"Cache-Control": "no-store", "X-Request-Id": opened.request_id}
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
         try:
@@ -110,9 +112,7 @@ def create_proxy_app(client_factory: ClientFactory, *, allowed_hosts: Sequence[s
             opened.close()
         e2e_ms = round((time.perf_counter() - started) * 1000, 1)
         log_event(logger, "proxy_completion", request_id=completion.request_id, e2e_ms=e2e_ms)
-        body = schemas.completion_object(
-            completion.request_id, completion.text, completion.metrics, parsed.max_new_tokens, citations
-        )
+        body = schemas.completion_object(completion.request_id, completion.text, completion.metrics, citations)
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     return app
@@ -124,11 +124,19 @@ def _parse(raw: bytes, content_type: str) -> schemas.ChatCompletionRequest:
     if len(raw) > MAX_BODY_BYTES:
         raise ProxyRefusal(invalid_request("the request body is too large", status=413))
     try:
-        return schemas.ChatCompletionRequest.model_validate_json(raw)
+        parsed = schemas.ChatCompletionRequest.model_validate_json(raw)
+        parsed.check_supported()
     except ValidationError as exc:
         first = exc.errors()[0]  # name the field, never echo the input (it may hold the prompt)
         param = ".".join(str(part) for part in first["loc"]) or None
         raise ProxyRefusal(invalid_request(f"invalid request: {first['msg']}", param)) from None
+    except schemas.UnsupportedParameter as unsupported:
+        status = 404 if unsupported.param == "model" else 400
+        code = "model_not_found" if unsupported.param == "model" else "unsupported_parameter"
+        raise ProxyRefusal(
+            ProxyError(status, "invalid_request_error", code, str(unsupported), unsupported.param)
+        ) from None
+    return parsed
 
 
 Citer = Callable[[list[dict[str, object]]], list[dict[str, object]] | None]
@@ -155,9 +163,7 @@ def _citer(client: SecureChatClient, vector_store_ids: list[str] | None) -> Cite
     return cite
 
 
-async def _sse(
-    opened: CompletionStream, max_new_tokens: int | None, include_usage: bool, cite: Citer
-) -> AsyncIterator[bytes]:
+async def _sse(opened: CompletionStream, include_usage: bool, cite: Citer) -> AsyncIterator[bytes]:
     """OpenAI's stream: a role chunk, one chunk per checked text piece, a finish chunk (with the citations of a
     file-search chat), [DONE]. A failure after the 200 went out becomes an ``error`` event (OpenAI clients raise
     on it) and the stream ends without [DONE]."""
@@ -175,7 +181,7 @@ async def _sse(
     finally:
         opened.close()  # also when the caller hung up: closing the upstream cancels the generation
     metrics = opened.metrics or {}
-    finish = schemas.finish_reason(metrics, max_new_tokens)
+    finish = schemas.finish_reason(metrics)
     final_chunk = schemas.chunk_object(request_id, created, {}, finish)
     try:
         raw = opened.final.extra.get("citations") if opened.final is not None else None

@@ -10,7 +10,14 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from securechat.client import AttestationFailed, ConfigError, InvalidCiphertext, ResponseFailed, ServiceError
+from securechat.client import (
+    AttestationFailed,
+    ConfigError,
+    InvalidCiphertext,
+    ReleaseNotLogged,
+    ResponseFailed,
+    ServiceError,
+)
 
 _PASS_THROUGH = {
     400: "invalid_request_error",
@@ -49,6 +56,8 @@ def from_exception(exc: Exception) -> ProxyError:
     """Map an SDK failure; anything else is a programming error and is re-raised by the caller."""
     if isinstance(exc, AttestationFailed):
         return ProxyError(502, "attestation_error", "attestation_failed", str(exc))
+    if isinstance(exc, ReleaseNotLogged):
+        return ProxyError(502, "attestation_error", "release_not_logged", str(exc))
     if isinstance(exc, InvalidCiphertext):
         message = "the answer failed verification (tampered, reordered or truncated); it was discarded"
         return ProxyError(502, "api_error", "response_verification_failed", message)

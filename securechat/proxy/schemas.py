@@ -1,7 +1,13 @@
-"""The subset of OpenAI's chat completions API the proxy speaks: request model and response builders.
+"""OpenAI's chat completions API as the proxy speaks it: every parameter honoured or refused, none ignored.
 
-Fields OpenAI clients send that change nothing here (``user``, ``metadata``, ...) are accepted and ignored;
-fields that would change the answer in ways SecureChat cannot honour (``n`` > 1, tools, logprobs) are refused.
+Honoured: ``messages``, ``model`` (``securechat``), ``max_tokens``/``max_completion_tokens``, ``temperature``
+(omitted: 1.0, OpenAI's documented default), ``top_p``, ``seed``, ``n`` (1), ``stop`` (up to four strings,
+matched in the worker), ``presence_penalty``, ``frequency_penalty``, ``stream``, ``stream_options``; and
+SecureChat's ``vector_store_ids``/``max_num_results`` (file search over a collection). Accepted because they
+cannot change the answer: ``user``, ``metadata``, ``store``, ``service_tier``, ``safety_identifier``,
+``prompt_cache_key``, and the neutral values ``logprobs: false``, ``response_format: {"type": "text"}``,
+``modalities: ["text"]``, ``tool_choice: "none"``, ``parallel_tool_calls``. Anything else (``logit_bias``,
+``top_logprobs``, tools, JSON modes, audio, vendor extras, unknown names) is refused with 400 naming it.
 """
 
 from __future__ import annotations
@@ -9,13 +15,24 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from securechat.engine.base import ChatMessage
+from securechat.engine.base import MAX_PENALTY, MAX_STOP_CHARS, MAX_STOP_STRINGS, MIN_TEMPERATURE, ChatMessage
 from securechat.request_body import MAX_MESSAGES
 
 MODEL_ID = "securechat"
-_UNSUPPORTED = ("tools", "functions", "tool_choice", "logprobs", "top_logprobs", "response_format", "audio")
+DEFAULT_TEMPERATURE = 1.0  # OpenAI's documented default for an omitted temperature
+# Parameters that cannot change the answer, so accepting them hides nothing.
+_NO_EFFECT = frozenset({"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"})
+# Parameters accepted only at the value that asks for nothing.
+_NEUTRAL: dict[str, tuple[object, ...]] = {
+    "logprobs": (None, False),
+    "response_format": (None, {"type": "text"}),
+    "modalities": (None, ["text"]),
+    "tool_choice": (None, "none"),
+    "parallel_tool_calls": (None, True, False),
+    "logit_bias": (None, {}),
+}
 
 
 class TextPart(BaseModel):
@@ -42,6 +59,14 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class UnsupportedParameter(ValueError):
+    """A parameter the proxy will not pretend to honour; ``param`` names it."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -49,23 +74,37 @@ class ChatCompletionRequest(BaseModel):
     messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=32768)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0, allow_inf_nan=False)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0, allow_inf_nan=False)
     seed: int | None = Field(default=None, ge=0, lt=2**63)
     n: int = Field(default=1, ge=1, le=1)
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = Field(default=None, ge=-MAX_PENALTY, le=MAX_PENALTY, allow_inf_nan=False)
+    frequency_penalty: float | None = Field(default=None, ge=-MAX_PENALTY, le=MAX_PENALTY, allow_inf_nan=False)
     stream: bool = False
     stream_options: StreamOptions | None = None
     # SecureChat's file search (extra_body): answer from one vector store's nearest excerpts, with citations.
     vector_store_ids: list[str] | None = Field(default=None, min_length=1, max_length=1)
     max_num_results: int | None = Field(default=None, ge=1, le=20)
 
-    @model_validator(mode="after")
-    def _refuse_unsupported(self) -> ChatCompletionRequest:
-        extra = self.model_extra or {}
-        for name in _UNSUPPORTED:
-            if extra.get(name) not in (None, False, [], {"type": "text"}):
-                raise ValueError(f"{name} is not supported by the SecureChat proxy")
-        return self
+    def check_supported(self) -> None:
+        """Raise UnsupportedParameter for the first parameter that would be silently dropped."""
+        if self.model != MODEL_ID:
+            raise UnsupportedParameter("model", f"the model is {MODEL_ID!r}")
+        if self.temperature is not None and 0 < self.temperature < MIN_TEMPERATURE:
+            raise UnsupportedParameter("temperature", f"temperature must be 0 (greedy) or >= {MIN_TEMPERATURE}")
+        stops = self.stop_strings()
+        if len(stops) > MAX_STOP_STRINGS or not all(0 < len(s) <= MAX_STOP_CHARS for s in stops):
+            raise UnsupportedParameter("stop", f"stop takes up to {MAX_STOP_STRINGS} non-empty strings")
+        for name, value in (self.model_extra or {}).items():
+            if name in _NO_EFFECT or (name in _NEUTRAL and value in _NEUTRAL[name]):
+                continue
+            raise UnsupportedParameter(name, f"{name} is not supported by the SecureChat proxy")
+
+    def stop_strings(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
     @property
     def max_new_tokens(self) -> int | None:
@@ -74,9 +113,12 @@ class ChatCompletionRequest(BaseModel):
     def sampling(self) -> dict[str, Any]:
         return {
             "max_new_tokens": self.max_new_tokens,
-            "temperature": 0.0 if self.temperature is None else self.temperature,
+            "temperature": DEFAULT_TEMPERATURE if self.temperature is None else self.temperature,
             "top_p": 1.0 if self.top_p is None else self.top_p,
             "seed": self.seed,
+            "stop": self.stop_strings(),
+            "presence_penalty": self.presence_penalty or 0.0,
+            "frequency_penalty": self.frequency_penalty or 0.0,
         }
 
     def chat_messages(self) -> list[ChatMessage]:
@@ -99,18 +141,17 @@ def usage(metrics: dict[str, Any]) -> dict[str, int]:
     }
 
 
-def finish_reason(metrics: dict[str, Any], max_new_tokens: int | None) -> str:
-    """``length`` when the answer used the whole token budget the caller asked for, else ``stop``."""
-    if max_new_tokens is not None and int(metrics.get("output_tokens", 0)) >= max_new_tokens:
-        return "length"
-    return "stop"
+def finish_reason(metrics: dict[str, Any]) -> str:
+    """The worker's own verdict, sealed in the final frame: ``length`` when a token budget (the caller's, the
+    tenant's or the worker's) ended the answer, ``stop`` for EOS or a stop string."""
+    reason = metrics.get("finish_reason")
+    return reason if reason in ("stop", "length") else "stop"
 
 
 def completion_object(
     request_id: str,
     text: str,
     metrics: dict[str, Any],
-    max_new_tokens: int | None,
     citations: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     body = {
@@ -123,7 +164,7 @@ def completion_object(
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
                 "logprobs": None,
-                "finish_reason": finish_reason(metrics, max_new_tokens),
+                "finish_reason": finish_reason(metrics),
             }
         ],
         "usage": usage(metrics),

@@ -34,6 +34,11 @@ def _open(args: argparse.Namespace) -> TenantStore:
         raise
 
 
+def _exists(args: argparse.Namespace) -> bool:
+    """Read-only commands never create the database or the secret: they look first."""
+    return Path(args.db).expanduser().exists()
+
+
 def _cmd_add(args: argparse.Namespace) -> int:
     with _open(args) as store:
         try:
@@ -49,6 +54,9 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    if not _exists(args):
+        print(f"no tenant database at {args.db} (tenants add creates it)", file=sys.stderr)
+        return 0
     with _open(args) as store:
         tenants = [args.tenant_id] if args.tenant_id else store.list_tenants()
         print(f"{'TENANT':<24} {'KEY_ID':<16} {'CREATED (UTC)':<20} STATUS")
@@ -61,6 +69,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
+    if not _exists(args):
+        print(f"error: no tenant database at {args.db}", file=sys.stderr)
+        return 2
     with _open(args) as store:
         if not store.revoke(args.key_id):
             print(f"error: no active key with id {args.key_id!r}", file=sys.stderr)
@@ -70,6 +81,9 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def _cmd_policy(args: argparse.Namespace) -> int:
+    if args.set is None and not args.clear and not _exists(args):
+        print("{}")  # showing a policy that cannot exist yet creates nothing
+        return 0
     with _open(args) as store:
         if args.clear:
             store.set_policy(args.tenant_id, None)

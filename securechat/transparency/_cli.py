@@ -15,14 +15,22 @@ from securechat.transparency.witness_http import WitnessError
 
 Command = Callable[[argparse.Namespace], int]
 
-# Missing files, bad keys, malformed input, a log to set up first: the operator's to fix, so one line each.
-# Anything else is a bug and keeps its traceback. None of these messages carries key material.
-EXPECTED_ERRORS: Final = (OSError, ValueError, KeyFileError, NoCheckpoint, LogCorrupted, LastSeenCorrupt, WitnessError)
+# Missing files, bad keys, malformed input, a log to set up first: the operator's to fix here (exit 2, as every
+# securechat command: securechat/cli_exit.py). A corrupted log or a refusing witness: the operation failed
+# (exit 1). Anything else is a bug and keeps its traceback. None of these messages carries key material.
+LOCAL_ERRORS: Final = (OSError, ValueError, KeyFileError, NoCheckpoint, LastSeenCorrupt)
+FAILURES: Final = (LogCorrupted, WitnessError)
+EXPECTED_ERRORS: Final = (*LOCAL_ERRORS, *FAILURES)
 
 
-def fail(message: str) -> int:
+# The exit codes of securechat/cli_exit.py, named here so the log's commands stay free of client imports.
+FAILED: Final = 1
+USAGE: Final = 2
+
+
+def fail(message: str, code: int) -> int:
     print(f"error: {message}", file=sys.stderr)
-    return 1
+    return code
 
 
 def read_input(path: Path | None) -> bytes:
@@ -34,7 +42,9 @@ def guarded(command: Command) -> Command:
     def run(args: argparse.Namespace) -> int:
         try:
             return command(args)
-        except EXPECTED_ERRORS as error:
-            return fail(str(error))
+        except FAILURES as error:
+            return fail(str(error), FAILED)
+        except LOCAL_ERRORS as error:
+            return fail(str(error), USAGE)
 
     return run

@@ -3,7 +3,7 @@
 Log operator: ``init`` (key + database), ``append`` (a signed manifest), ``checkpoint`` (sign the tree head and
 collect witness cosignatures over HTTP), ``prove`` (the evidence JSON a client checks); ``witness-request`` and
 ``cosign`` are the offline path to a witness. Client: ``verify``. Witness operator: ``witness ...``, in
-``witness_cli``. Results go to stdout; errors to stderr with exit status 1.
+``witness_cli``. Results go to stdout; errors to stderr, one line, with the exit codes of securechat/cli_exit.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from securechat.attestation import load_manifest, load_release_public
 from securechat.attestation._keyfile import public_path_for
 from securechat.attestation.manifest import default_release_key_path
-from securechat.transparency._cli import fail, guarded, read_input
+from securechat.transparency._cli import FAILED, USAGE, fail, guarded, read_input
 from securechat.transparency.checkpoint import Checkpoint
 from securechat.transparency.client_check import ReleaseVerifier, TransparencyError, TrustPolicy
 from securechat.transparency.evidence import ReleaseEvidence
@@ -42,7 +42,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     key_path: Path = args.key or default_log_key_path()
     db_path: Path = args.db or default_log_db_path()
     if db_path.exists():
-        return fail(f"{db_path} exists; a log is created once")
+        return fail(f"{db_path} exists; a log is created once", USAGE)
     verifier = create_note_key(key_path, args.origin, SignatureType.ED25519, force=args.force)
     SqliteLogStore.create(db_path, args.origin).close()
     print(f"log {args.origin}: database {db_path}, key {key_path}")
@@ -58,7 +58,7 @@ def _cmd_append(args: argparse.Namespace) -> int:
         try:
             index = log.append(signed, release_keys)
         except DuplicateEntry as duplicate:
-            return fail(f"manifest already in the log at index {duplicate.index}")
+            return fail(f"manifest already in the log at index {duplicate.index}", FAILED)
     print(f"appended {signed.manifest.name} {signed.manifest.release} at index {index}")
     print(f"leaf hash {manifest_leaf_hash(signed).hex()}")
     return 0
@@ -73,7 +73,7 @@ def _cmd_checkpoint(args: argparse.Namespace) -> int:
                 note = cosign_with_witness(log, url, read_vkey(vkey))
             except WitnessError as error:
                 print(note, end="")
-                return fail(f"witness {url}: {error} (the checkpoint above is signed and stored)")
+                return fail(f"witness {url}: {error} (the checkpoint above is signed and stored)", FAILED)
     print(note, end="")
     return 0
 
@@ -84,7 +84,7 @@ def _cmd_prove(args: argparse.Namespace) -> int:
         evidence = log.evidence(manifest_leaf_hash(signed), args.old_size)
     print(json.dumps(evidence.to_dict(), indent=1))
     if evidence.leaf_index is None:
-        return fail("this manifest is not in the latest checkpoint (append it, then run `log checkpoint`)")
+        return fail("this manifest is not in the latest checkpoint (append it, then run `log checkpoint`)", FAILED)
     return 0
 
 
@@ -93,7 +93,7 @@ def _cmd_witness_request(args: argparse.Namespace) -> int:
         note = log.latest_checkpoint()
         size = Checkpoint.from_text(parse_note(note).text).size
         if not 0 <= args.old_size <= size:
-            return fail(f"old size must be between 0 and the checkpoint size {size}")
+            return fail(f"old size must be between 0 and the checkpoint size {size}", USAGE)
         request = AddCheckpointRequest(args.old_size, tuple(log.consistency_proof(args.old_size, size)), note)
     sys.stdout.write(request.to_body().decode())
     return 0
@@ -107,7 +107,7 @@ def _cmd_cosign(args: argparse.Namespace) -> int:
         size = Checkpoint.from_text(parse_note(note).text).size
         ours = [signature for signature in signatures if any(key.matches(signature) for key in witnesses)]
         if not ours:
-            return fail("no cosignature by the given witness keys")
+            return fail("no cosignature by the given witness keys", FAILED)
         print(log.add_cosignatures(size, ours, witnesses), end="")
     return 0
 

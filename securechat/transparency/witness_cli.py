@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from securechat.transparency._cli import fail, guarded, read_input
+from securechat.transparency._cli import USAGE, fail, guarded, read_input
 from securechat.transparency.keyfiles import create_note_key, load_note_signer, read_vkey, vkey_path_for
 from securechat.transparency.note_keys import SignatureType
 from securechat.transparency.paths import default_witness_db_path, default_witness_key_path
@@ -28,10 +28,10 @@ def _cmd_witness_init(args: argparse.Namespace) -> int:
     key_path: Path = args.key or default_witness_key_path()
     db_path: Path = args.db or default_witness_db_path()
     if db_path.exists():
-        return fail(f"{db_path} exists; a witness's state is created once")
+        return fail(f"{db_path} exists; a witness's state is created once", USAGE)
     logs = [read_vkey(vkey) for vkey in args.log_vkey]
     if any(log_key.signature_type is not SignatureType.ED25519 for log_key in logs):
-        return fail("--log-vkey takes a log's key (a plain Ed25519 note key), not a witness's")
+        return fail("--log-vkey takes a log's key (a plain Ed25519 note key), not a witness's", USAGE)
     verifier = create_note_key(key_path, args.name, SignatureType.COSIGNATURE_V1, force=args.force)
     state = SqliteWitnessState.create(db_path, args.name)
     try:

@@ -35,6 +35,7 @@ from securechat.engine.batched.runner import device_problem
 from securechat.engine.batched.sequence import Sequence
 from securechat.engine.chat_template import chat_prompt_ids
 from securechat.engine.device import resolve_device
+from securechat.engine.stop import StopMatcher
 from securechat.logs import get_logger, log_event
 from securechat.tiny_model import resolve_model_path
 
@@ -124,6 +125,7 @@ class BatchedEngine(Engine):
         except EngineDead:
             raise EngineDeadError("engine_dead") from None
         detokenizer = IncrementalDetokenizer(self._tokenizer)
+        stops = StopMatcher(request.sampling.stop)
         num_output_tokens = 0
         num_unsent_tokens = 0  # tokens since the last chunk (their text may still be incomplete)
         finished = False
@@ -137,11 +139,16 @@ class BatchedEngine(Engine):
                 finished = delivery.finished
                 num_output_tokens += len(delivery.token_ids)
                 num_unsent_tokens += len(delivery.token_ids)
-                text = detokenizer.push(delivery.token_ids) + (detokenizer.flush() if finished else "")
+                text = stops.push(detokenizer.push(delivery.token_ids) + (detokenizer.flush() if finished else ""))
+                if finished or stops.stopped:
+                    text += stops.flush()
                 if text:
                     stream.eager = False  # the first text is out: from now on, chunks may coalesce
                     yield TextChunk(text=text, num_tokens=num_unsent_tokens)
                     num_unsent_tokens = 0
+                if stops.stopped and not finished:  # a stop string: leave the batch now
+                    client.abort(seq.seq_id)
+                    finished = True
         finally:
             if not finished:  # closed, cancelled or failed: leave the batch at the next step boundary
                 client.abort(seq.seq_id)
@@ -152,5 +159,6 @@ class BatchedEngine(Engine):
             total_ms=total_ms,
             input_tokens=len(prompt_ids),
             output_tokens=num_output_tokens,
+            finish_reason="length" if not stops.stopped and num_output_tokens >= seq.max_new_tokens else "stop",
         )
         yield TextChunk(text="", num_tokens=0, stats=stats)

@@ -4,7 +4,8 @@ temperature 0 is greedy (argmax); otherwise logits / temperature, then top-p exa
 (applied only when top_p < 1), softmax and one ``torch.multinomial`` draw from the request's own generator. A
 seeded request therefore draws the same numbers alone or in any batch, and on CPU the same numbers as
 ``model.generate`` after ``torch.manual_seed(seed)``. With EOS disabled, EOS logits are masked first, as
-``min_new_tokens`` does.
+``min_new_tokens`` does. OpenAI's presence and frequency penalties come before everything else, over the
+tokens the sequence has generated so far (``engine/penalties.py``, which the hf engine applies too).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from securechat.engine.batched.sequence import Sequence
+from securechat.engine.penalties import penalize
 
 
 def top_p_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -31,6 +33,12 @@ def sample(logits: torch.Tensor, seqs: list[Sequence], eos_mask: torch.Tensor | 
     """
     num_seqs = len(seqs)
     logits = logits[:num_seqs]
+    penalized = [i for i, seq in enumerate(seqs) if seq.sampling.has_penalties and seq.output_ids]
+    if penalized:
+        logits = logits.clone()  # the graph's output buffer is reused by the next replay
+        for i in penalized:
+            sampling, ids = seqs[i].sampling, torch.tensor(seqs[i].output_ids, device=logits.device)
+            logits[i] = penalize(logits[i], ids, sampling.presence_penalty, sampling.frequency_penalty)
     if eos_mask is not None:
         logits = logits.masked_fill(eos_mask, -float("inf"))  # eos_mask: [V] bool
     tokens = logits.argmax(dim=-1)  # [B]; greedy rows are done
