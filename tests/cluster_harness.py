@@ -5,12 +5,16 @@ configs/cluster.yaml deployed on it the way ``serve run``/``serve deploy`` deplo
 machine is (every process of it killed) with ``lose``. Placement is read from the GCS actor table: which node
 each Serve replica runs on. The test's copy of the config swaps only what a test must: the engine (a scripted
 one, fast on 2 cores), the ports, the database URL, the key paths, and the proxy location (all nodes here
-share one address and port, so one proxy, on the head, stands in for the load balancer).
+share one address and port, so one proxy, on the head, stands in for the load balancer). That proxy is told
+not to prefer replicas on its own node (``PROXY_ENV``), as a load balancer spreading requests over every node's
+proxy would: otherwise every request would reach the head's gateway and the other node's would never be tried.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +36,9 @@ SYSTEM_CONFIG = {
     "metrics_report_interval_ms": 1000,
 }
 
+# Read by Serve's proxy actor, which inherits the raylet's environment (so it is set before the nodes start).
+PROXY_ENV = {"RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}
+
 
 @dataclass
 class LocalCluster:
@@ -45,6 +52,7 @@ class LocalCluster:
         from ray.cluster_utils import Cluster
 
         head = {"num_cpus": 2, "resources": head_resources, "include_dashboard": False, "_system_config": SYSTEM_CONFIG}
+        os.environ.update(PROXY_ENV)
         started = cls(Cluster(initialize_head=True, head_node_args=head))
         started.nodes["head"] = started.cluster.head_node
         return started
@@ -70,6 +78,22 @@ class LocalCluster:
 
     def shutdown(self) -> None:
         self.cluster.shutdown()
+        for name in PROXY_ENV:
+            os.environ.pop(name, None)
+
+    def http_requests_by_replica(self, deployment: str, route: str) -> dict[str, int]:
+        """Replica id -> how many ``route`` requests (e.g. ``POST /infer``) its access log records.
+
+        Every node of this cluster writes its logs under the one session directory; Serve logs each HTTP
+        request a replica handled as ``... <replica id> <request id> -- POST /infer 200 12.3ms``.
+        """
+        session = Path(self.cluster.head_node.get_session_dir_path())
+        pattern = re.compile(rf" -- {re.escape(route)} \d{{3}} ")
+        counts: dict[str, int] = {}
+        for log in (session / "logs" / "serve").glob(f"replica_{APP_NAME}_{deployment}_*.log"):
+            replica = log.stem.rsplit("_", 1)[1]
+            counts[replica] = sum(1 for line in log.read_text(errors="replace").splitlines() if pattern.search(line))
+        return counts
 
 
 def node_resources() -> dict[str, dict[str, float]]:
@@ -92,7 +116,14 @@ def replica_nodes(deployment: str) -> dict[str, str]:
 
 
 def cluster_app_config(
-    *, port: int, database_url: str, secret_path: Path, root_path: Path, engine: dict[str, Any], env: dict[str, str]
+    *,
+    port: int,
+    database_url: str,
+    secret_path: Path,
+    root_path: Path,
+    engine: dict[str, Any],
+    env: dict[str, str],
+    rag_region: str,
 ) -> dict[str, Any]:
     """configs/cluster.yaml with the test's engine, port, database, key paths and a head-only proxy."""
     config: dict[str, Any] = copy.deepcopy(yaml.safe_load(CLUSTER_CONFIG.read_text()))
@@ -105,8 +136,8 @@ def cluster_app_config(
     args["database"] = {"url": database_url}
     args["tenants"]["server_secret_path"] = str(secret_path)
     args["attestation"]["root_key_path"] = str(root_path)
-    # The store deployment runs (collections admin) but no worker loads the embedder: not needed to test it.
-    args["rag"]["regions"] = []
+    # Only eu-west-1's worker (on a node with no store replica) loads the embedder: collections cross nodes.
+    args["rag"]["regions"] = [rag_region]
     return config
 
 

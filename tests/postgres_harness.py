@@ -62,6 +62,7 @@ class PostgresServer:
             os.chown(self.root, user.pw_uid, user.pw_gid)
 
             def demote() -> None:
+                os.setgroups([])  # drop root's supplementary groups too
                 os.setgid(user.pw_gid)
                 os.setuid(user.pw_uid)
 

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,19 @@ from typing import Any
 import httpx
 import pytest
 
-from securechat.attestation import ensure_root
+from securechat.attestation import (
+    create_release_key,
+    ensure_root,
+    load_release_key,
+    manifest_for_registers,
+    save_manifest,
+    sign_manifest,
+)
+from securechat.attestation.app_measurement import measure_app_worker
+from securechat.client import ClientConfig, SecureChatClient
+from securechat.client.collections import DocumentFile
+from securechat.client.keyring import Keyring
+from securechat.config import AppSettings
 from securechat.db.postgres import PostgresDatabase
 from securechat.engine.base import SamplingParams
 from securechat.envelope import seal_request
@@ -43,6 +56,7 @@ from tests.cluster_harness import (
     wait_for,
 )
 from tests.postgres_harness import PostgresServer
+from tests.rag_harness import BREAD
 from tests.ray_harness import REPO_ROOT
 
 pytestmark = [pytest.mark.ray, pytest.mark.cluster]
@@ -61,6 +75,28 @@ class ClusterApp:
     base_url: str
     database_url: str
     keys: dict[str, str]  # tenant -> API key
+    args: dict[str, Any]  # the deployed application's args
+    root_path: Path  # the platform root every worker node shares
+    files: Path
+
+    def client(self, tenant: str, region: str) -> SecureChatClient:
+        """The SDK as a tenant runs it: a release key, a manifest for what region's workers run, the root."""
+        release = self.files / "release.pem"
+        if not release.exists():
+            create_release_key(release)
+        registers = measure_app_worker(AppSettings.model_validate(self.args), region)
+        manifest = sign_manifest(manifest_for_registers("securechat", "cluster", registers), load_release_key(release))
+        save_manifest(self.files / f"manifest-{region}.json", manifest)
+        config = ClientConfig(
+            tenant_id=tenant,
+            base_url=self.base_url,
+            region=region,
+            api_key=self.keys[tenant],
+            root_public_key_path=Path(f"{self.root_path}.pub"),
+            release_public_key_path=Path(f"{release}.pub"),
+            manifest_path=self.files / f"manifest-{region}.json",
+        )
+        return SecureChatClient(config, keyring=Keyring(self.files / f"{tenant}-keyring.json"))
 
     def headers(self, tenant: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[tenant]}"}
@@ -97,12 +133,18 @@ def cluster_app(
         ray.init(address=cluster.address, namespace="serve", log_to_driver=False)
         port = free_port()
         env = {"PYTHONPATH": str(REPO_ROOT), "SECURECHAT_CACHE_DIR": str(securechat_cache_dir)}
-        deploy_config(
-            cluster_app_config(
-                port=port, database_url=database_url, secret_path=secret, root_path=root, engine=ENGINE, env=env
-            )
+        config = cluster_app_config(
+            port=port,
+            database_url=database_url,
+            secret_path=secret,
+            root_path=root,
+            engine=ENGINE,
+            env=env,
+            rag_region=EU,
         )
-        app = ClusterApp(cluster, f"http://127.0.0.1:{port}", database_url, keys)
+        deploy_config(config)
+        app_args = config["applications"][0]["args"]
+        app = ClusterApp(cluster, f"http://127.0.0.1:{port}", database_url, keys, app_args, root, files)
         ready = wait_for(lambda: httpx.get(f"{app.base_url}/readyz", timeout=5).status_code == 200, 180, "readyz")
         assert ready
         wait_for(lambda: len(app.ready_workers(US)) == 2, 120, "two us-west-1 workers")
@@ -140,6 +182,7 @@ def test_gateways_on_two_nodes_share_keys_and_admit_exactly_the_tenants_rate(clu
         with lock:
             results.append(response)
 
+    before = cluster_app.cluster.http_requests_by_replica("Gateway", "POST /infer")
     threads = [threading.Thread(target=send) for _ in range(20)]
     for thread in threads:
         thread.start()
@@ -147,11 +190,16 @@ def test_gateways_on_two_nodes_share_keys_and_admit_exactly_the_tenants_rate(clu
         thread.join()
     served = [r for r in results if r.status_code == 200]
     refused = [r for r in results if r.status_code == 429]
-    assert len(served) == 10 and len(refused) == 10
+    assert len(served) == 10 and len(refused) == 10, [(r.status_code, r.text[:200]) for r in results]
     assert all("event: done" in r.text and "".join(CHUNKS).strip() in _sse_text(r.text) for r in served)
     assert all(r.json()["error"] == "rate_limited" for r in refused)
     unknown = httpx.post(f"{cluster_app.base_url}/infer", json=body, headers={"Authorization": "Bearer sc_x"})
     assert unknown.status_code == 401
+    # Both gateway replicas (one per node) took part: the limit held across them, not inside one.
+    gateways = replica_nodes("Gateway")
+    after = _wait_for_logged(cluster_app, "POST /infer", sum(before.values()) + 21)
+    handled = {replica: after.get(replica, 0) - before.get(replica, 0) for replica in gateways}
+    assert len(gateways) == 2 and all(count > 0 for count in handled.values()), handled
 
 
 def test_collections_are_one_store_from_every_node(cluster_app: ClusterApp) -> None:
@@ -159,14 +207,39 @@ def test_collections_are_one_store_from_every_node(cluster_app: ClusterApp) -> N
     created = httpx.post(f"{url}/v1/collections", json={"tenant_id": "beta"}, headers=headers, timeout=30)
     assert created.status_code == 201
     collection_id = created.json()["collection_id"]
-    for _ in range(6):  # through both gateways and both store replicas
+    before = cluster_app.cluster.http_requests_by_replica("Gateway", "GET /v1/collections")
+
+    def list_collections() -> list[str]:
         listed = httpx.get(f"{url}/v1/collections", params={"tenant_id": "beta"}, headers=headers, timeout=30)
-        assert [c["collection_id"] for c in listed.json()["collections"]] == [collection_id]
+        return [c["collection_id"] for c in listed.json()["collections"]]
+
+    with ThreadPoolExecutor(4) as pool:  # concurrent, so the proxy spreads them over both gateways
+        assert list(pool.map(lambda _: list_collections(), range(12))) == [[collection_id]] * 12
+    after = _wait_for_logged(cluster_app, "GET /v1/collections", sum(before.values()) + 12)
+    assert all(after.get(replica, 0) > before.get(replica, 0) for replica in replica_nodes("Gateway")), after
     direct = SQLDocumentStore(PostgresDatabase(cluster_app.database_url))
     assert [c.collection_id for c in direct.list_collections("beta")] == [collection_id]  # in PostgreSQL
     direct.close()
     deleted = httpx.delete(f"{url}/v1/collections/{collection_id}", params={"tenant_id": "beta"}, headers=headers)
     assert deleted.status_code == 200
+
+
+def test_a_worker_on_a_node_without_a_store_replica_ingests_and_answers_from_postgresql(
+    cluster_app: ClusterApp,
+) -> None:
+    """eu-west-1's only worker runs on eu-1, where no DocumentStore replica runs: it reaches a store replica on
+    another node, which keeps only sealed blobs in PostgreSQL."""
+    with cluster_app.client("beta", EU) as client:
+        cid = client.collections.create("cluster").collection_id
+        written = client.collections.add(cid, [DocumentFile.checked("bread.md", BREAD, "text/markdown")])
+        hits = client.collections.search(cid, "How long must dough rise?", top_k=1)
+        completion = client.complete("How long must dough rise?", collection=cid, top_k=1, max_new_tokens=8)
+        assert hits[0].doc_id == written[0]["doc_id"] == completion.citations[0]["doc_id"]
+        with PostgresDatabase(cluster_app.database_url) as database, database.transaction(write=False) as tx:
+            rows = tx.execute("SELECT sealed_text, sealed_embedding FROM chunks").rows
+        blobs = [bytes(blob) for row in rows for blob in row]
+        assert blobs and not any(b"Knead" in blob or b"dough" in blob for blob in blobs)
+        client.collections.delete(cid)
 
 
 def test_a_node_lost_mid_stream_ends_its_streams_at_once_and_capacity_comes_back(cluster_app: ClusterApp) -> None:
@@ -218,6 +291,17 @@ def test_a_node_lost_mid_stream_ends_its_streams_at_once_and_capacity_comes_back
     cluster.add("us-3", {f"region:{US}": 1})
     wait_for(lambda: len(cluster_app.ready_workers(US)) == 2, 120, "us-west-1 back to two workers")
     assert set(replica_nodes(f"Worker-{US}").values()) == {cluster.node_id("host-2"), cluster.node_id("us-3")}
+
+
+def _wait_for_logged(cluster_app: ClusterApp, route: str, total: int) -> dict[str, int]:
+    """The access-log counts once ``total`` requests are logged (a replica writes its line as it answers)."""
+
+    def logged() -> dict[str, int] | None:
+        counts = cluster_app.cluster.http_requests_by_replica("Gateway", route)
+        return counts if sum(counts.values()) >= total else None
+
+    counts: dict[str, int] = wait_for(logged, 20, f"{total} {route} in the gateways' logs")
+    return counts
 
 
 def _sse_text(body: str) -> str:

@@ -4,7 +4,9 @@ Every read of the directory would otherwise be a broadcast to every worker repli
 broadcast bypasses Serve's queue limits; the unauthenticated routes that show it (/readyz, /v1/workers,
 /v1/keys) must not let a flood of callers make that many. So each region is described at most once per
 ``ttl_s`` per gateway replica, and callers that arrive while a description is under way share it. Plain
-prompts are sealed at the edge for the serving workers' keys from the same cache.
+prompts are sealed at the edge for the serving workers' keys from the same cache; a cached region with no
+serving worker is described again first (at most every ``EMPTY_RECHECK_S``), so a worker that has just become
+READY is not refused for up to ``ttl_s`` by a stale "none".
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from securechat.gateway.backend import OrchestratorBackend
 from securechat.keys import RecipientKey
 
 SERVING_STATES = frozenset({"READY", "BUSY", "STREAMING"})
+EMPTY_RECHECK_S = 0.25
 
 
 def is_serving(worker: dict[str, Any]) -> bool:
@@ -53,5 +56,8 @@ class KeyDirectory:
 
     async def recipients(self, region: str, refresh: bool = False) -> list[RecipientKey]:
         """Public keys of the region's serving workers (empty: no live worker)."""
+        cached = self._cache.get(region)
+        if cached and not any(is_serving(worker) for worker in cached[1]):
+            refresh = refresh or time.monotonic() - cached[0] >= EMPTY_RECHECK_S
         workers = await self.workers(region, refresh=refresh)
         return [RecipientKey.from_dict(key) for worker in workers if is_serving(worker) for key in worker["keys"]]

@@ -278,7 +278,7 @@ class GatewayService:
                 async for chunk in chunks:
                     accepted.count(decoder.feed(chunk), len(chunk))
                     yield chunk
-                    await self._keep_lease(accepted)
+                    self._keep_lease(accepted)
         finally:
             await self.finish(accepted)
 
@@ -290,7 +290,7 @@ class GatewayService:
         try:
             async with aclosing(_prepend(accepted.first_frame, accepted.rest, accepted.request_id)) as chunks:
                 async for chunk in chunks:
-                    await self._keep_lease(accepted)
+                    self._keep_lease(accepted)
                     frames = decoder.feed(chunk)
                     accepted.count(frames, len(chunk))
                     for frame in frames:
@@ -311,11 +311,11 @@ class GatewayService:
         finally:
             await self.finish(accepted)
 
-    async def _keep_lease(self, accepted: AcceptedStream) -> None:
+    def _keep_lease(self, accepted: AcceptedStream) -> None:
         """Renew a long stream's shared lease (cheap check per chunk, a database call every ttl / 3)."""
         if self.tenant_calls.renewal_due(accepted.lease_renewed):
             accepted.lease_renewed = time.monotonic()
-            await self.tenant_calls.renew(accepted.lease)
+            self.tenant_calls.renew_in_background(accepted.lease)
 
     async def finish(self, accepted: AcceptedStream) -> None:
         """Release the tenant's lease, close the upstream and record the request: exactly once, whether the body

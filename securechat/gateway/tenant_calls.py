@@ -7,6 +7,8 @@ is atomic because it never awaits. A database that cannot be reached answers 503
 Retry-After to the requests that need it; admission is one transaction, so nothing of a refused or failed
 admission is kept. After a stream, charging its output and releasing its lease are best effort: a lost
 database costs the tenant's bucket that charge, and the lease expires by itself (``stream_lease_ttl_s``).
+A request cancelled while its admission runs (the client went away) has its lease released as soon as the
+admission returns, and a long stream renews its lease in the background, so a slow database never pauses it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TypeVar
 
 from securechat.db import DatabaseUnavailable
@@ -34,6 +36,7 @@ T = TypeVar("T")
 class TenantCalls:
     def __init__(self, tenancy: Tenancy) -> None:
         self.tenancy = tenancy
+        self._background: set[asyncio.Future[None]] = set()  # renewals and releases nobody awaits
         ttl_s = tenancy.limiter.lease_ttl_s
         self.renew_interval_s = ttl_s / 3 if ttl_s is not None else None  # two renewals may fail in a row
 
@@ -64,10 +67,34 @@ class TenantCalls:
                 tenant_id, policy, est_tokens, region=region, max_new_tokens=max_new_tokens
             )
 
+        if not self.tenancy.blocking:
+            return self._admitted(admit)
+        admission = asyncio.ensure_future(self._call(admit))
         try:
-            return await self._call(admit)
+            # Shielded: a cancelled request must not lose a lease the database already granted.
+            return await asyncio.shield(admission)
+        except asyncio.CancelledError:
+            admission.add_done_callback(self._release_if_admitted)
+            raise
         except LimitExceeded as refusal:
-            raise HTTPError(ErrorCode(refusal.code.value), retry_after=refusal.retry_after_header) from None
+            raise _refused(refusal) from None
+
+    @staticmethod
+    def _admitted(admit: Callable[[], StreamLease]) -> StreamLease:
+        try:
+            return admit()
+        except LimitExceeded as refusal:
+            raise _refused(refusal) from None
+
+    def _release_if_admitted(self, admission: asyncio.Future[StreamLease]) -> None:
+        if admission.cancelled() or admission.exception() is not None:
+            return
+        self._in_background(self.settle(admission.result()))
+
+    def _in_background(self, call: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(call)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def settle(self, lease: StreamLease, output_tokens: int | None = None) -> None:
         """Charge the stream's output (if any) and release its slot; never raises for a lost database."""
@@ -89,3 +116,11 @@ class TenantCalls:
         """Keep a long stream's slot; a failure leaves the lease to expire (the stream goes on)."""
         with contextlib.suppress(HTTPError):
             await self._call(lease.renew)
+
+    def renew_in_background(self, lease: StreamLease) -> None:
+        """``renew`` without waiting for it: the stream's next chunk never waits on the database."""
+        self._in_background(self.renew(lease))
+
+
+def _refused(refusal: LimitExceeded) -> HTTPError:
+    return HTTPError(ErrorCode(refusal.code.value), retry_after=refusal.retry_after_header)

@@ -34,9 +34,17 @@ def _open(args: argparse.Namespace) -> TenantStore:
         raise
 
 
-def _exists(args: argparse.Namespace) -> bool:
-    """Read-only commands never create the database or the secret: they look first."""
-    return Path(args.db).expanduser().exists()
+def _missing(args: argparse.Namespace) -> str | None:
+    """Read-only commands never create the database or the secret: what they would have to create, or None.
+
+    On SQLite that is the database file; on PostgreSQL the server secret file (the store checks it against the
+    fingerprint the database keeps, so it must be the one every gateway mounts, never a fresh one).
+    """
+    if args.database_url is None:
+        database = Path(args.db).expanduser()
+        return None if database.exists() else f"no tenant database at {database}"
+    secret = Path(args.server_secret).expanduser()
+    return None if secret.exists() else f"no server secret at {secret} (use the file every gateway node mounts)"
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
@@ -54,9 +62,13 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    if not _exists(args):
-        print(f"no tenant database at {args.db} (tenants add creates it)", file=sys.stderr)
+    missing = _missing(args)
+    if missing is not None and args.database_url is None:
+        print(f"{missing} (tenants add creates it)", file=sys.stderr)
         return 0
+    if missing is not None:
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
     with _open(args) as store:
         tenants = [args.tenant_id] if args.tenant_id else store.list_tenants()
         print(f"{'TENANT':<24} {'KEY_ID':<16} {'CREATED (UTC)':<20} STATUS")
@@ -69,8 +81,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    if not _exists(args):
-        print(f"error: no tenant database at {args.db}", file=sys.stderr)
+    missing = _missing(args)
+    if missing is not None:
+        print(f"error: {missing}", file=sys.stderr)
         return 2
     with _open(args) as store:
         if not store.revoke(args.key_id):
@@ -81,9 +94,13 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def _cmd_policy(args: argparse.Namespace) -> int:
-    if args.set is None and not args.clear and not _exists(args):
+    missing = None if args.set is not None or args.clear else _missing(args)
+    if missing is not None and args.database_url is None:
         print("{}")  # showing a policy that cannot exist yet creates nothing
         return 0
+    if missing is not None:
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
     with _open(args) as store:
         if args.clear:
             store.set_policy(args.tenant_id, None)
