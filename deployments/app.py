@@ -2,7 +2,8 @@
 
 Deployment names are stable so serve_config.yaml's ``deployments:`` section can set ``num_replicas`` and
 ``ray_actor_options`` per deployment: ``Gateway``, ``Orchestrator``, one ``Worker-<region>`` per region, and
-``DocumentStore`` (one replica) when collections are enabled (``rag.enabled``).
+``DocumentStore`` when collections are enabled (``rag.enabled``: one replica by default, which must be the only
+one on an SQLite file; with ``database.url`` a config may give it more).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def build_app(args: dict[str, Any]) -> Application:
     # Serve applies in place instead of restarting every deployment with new arguments.
     plain = settings.model_dump(mode="json", exclude={"regions": {"__all__": {"num_replicas"}}})
     store = None
-    if settings.rag.enabled:  # one replica: it owns the store's file
+    if settings.rag.enabled:  # one replica by default: on SQLite it owns the store's file
         store = serve.deployment(
             name=STORE_DEPLOYMENT, num_replicas=1, ray_actor_options=_LIGHT, max_ongoing_requests=1000
         )(DocumentStoreDeployment).bind(plain)

@@ -50,7 +50,8 @@ class GatewayDeployment:
         self, settings: dict[str, Any], orchestrator: DeploymentHandle, store: DeploymentHandle | None = None
     ) -> None:
         app_settings = AppSettings.model_validate(settings)
-        self._tenancy = build_tenancy(app_settings.auth, app_settings.tenants)
+        # Fails the replica's start with DatabaseUnavailable (and its reason) when the database is down.
+        self._tenancy = build_tenancy(app_settings.auth, app_settings.tenants, app_settings.database)
         documents = HandleDocumentStore(store) if store is not None else None
         self._service = GatewayService(
             app_settings, HandleBackend(orchestrator), self._tenancy, GatewayMetrics(), documents

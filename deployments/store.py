@@ -1,4 +1,7 @@
-"""The document store deployment: owns the sealed-collection store (an SQLite file by default); one replica.
+"""The document store deployment: owns the sealed-collection store.
+
+Its backend comes from config: the SQLite file ``rag.store_path`` by default (then one replica, on one node,
+owns it), or PostgreSQL when ``database.url`` is set (then any number of replicas, on any nodes).
 
 Workers and the gateway reach it through ``HandleDocumentStore``, an ``AsyncDocumentStore`` over its handle.
 It holds ciphertext, opaque ids and sizes only; ``StoreError`` refusals cross back to callers with their codes.
@@ -19,8 +22,8 @@ from securechat.rag.store import (
     DocumentInfo,
     LoadedCollection,
     SealedDocument,
-    SQLiteDocumentStore,
     StoreLimits,
+    open_document_store,
 )
 
 STORE_DEPLOYMENT = "DocumentStore"
@@ -29,7 +32,7 @@ STORE_DEPLOYMENT = "DocumentStore"
 class DocumentStoreDeployment:
     def __init__(self, settings: dict[str, Any]) -> None:
         app = AppSettings.model_validate(settings)
-        self._store = SQLiteDocumentStore(app.rag.store_path)
+        self._store = open_document_store(app.database, app.rag.store_path)
 
     async def call(self, method: str, *args: Any) -> Any:
         """Every store method by name, run off the event loop (the store's methods are synchronous)."""

@@ -23,6 +23,7 @@ from securechat.attestation import KeyFileError
 from securechat.client.collections import DocumentError
 from securechat.client.errors import ClientError, ConfigError
 from securechat.client.keyring import KeyringError
+from securechat.db import DatabaseUnavailable, SchemaError
 from securechat.errors import InvalidCiphertext
 from securechat.response import ResponseFailed
 from securechat.tenants.server_secret import ServerSecretError
@@ -39,12 +40,13 @@ _LOCAL: Final = (
     KeyFileError,
     DocumentError,
     ServerSecretError,
+    SchemaError,
     sqlite3.Error,
     OSError,
     ValueError,
 )
 # What went wrong over there, or failed verification.
-_REMOTE: Final = (ClientError, ResponseFailed)
+_REMOTE: Final = (ClientError, ResponseFailed, DatabaseUnavailable)
 
 Command = Callable[[argparse.Namespace], int]
 

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from securechat.db.settings import DatabaseSettings
 from securechat.envelope import is_valid_id
 from securechat.keys import Suite
 from securechat.stream import DEFAULT_FRAME_BYTES, MAX_FRAME_BYTES, MIN_FRAME_BYTES
@@ -68,6 +69,8 @@ class GatewaySettings(_Strict):
     key_directory_ttl_s: float = Field(default=2.0, ge=0)
     suite: Suite = Suite.HPKE_X25519  # how the gateway seals plain prompts
     retry_after_s: int = Field(default=1, ge=1)
+    # GET /v1/attestation is anonymous and each fresh nonce is a broadcast to every worker: per gateway replica
+    attestations_per_minute: int = Field(default=600, ge=1)
 
 
 class DispatchSettings(_Strict):
@@ -113,7 +116,8 @@ class RagSettings(_Strict):
 
     enabled: bool = False
     regions: tuple[str, ...] | None = None  # the regions whose workers serve collections; None: every region
-    store_path: str = "~/.local/share/securechat/documents.sqlite3"  # the store's SQLite file; ~ and $VARS expand
+    # The store's SQLite file (~ and $VARS expand); with database.url set, the store is in PostgreSQL instead.
+    store_path: str = "~/.local/share/securechat/documents.sqlite3"
     max_document_bytes: int = Field(default=1 << 20, ge=1, le=16 << 20)
     chunk_tokens: int = Field(default=200, ge=16, le=254)  # embedder word pieces; 256 minus [CLS] and [SEP]
     overlap_tokens: int = Field(default=40, ge=0)
@@ -152,6 +156,7 @@ class AppSettings(_Strict):
     auth: AuthSettings = AuthSettings()  # required by default; `mode: disabled` is a development setting
     tenants: TenantsSettings = TenantsSettings()
     rag: RagSettings = RagSettings()
+    database: DatabaseSettings = DatabaseSettings()  # unset: SQLite files per node; a cluster sets url
     transparency: TransparencySettings = TransparencySettings()
 
     @model_validator(mode="after")

@@ -44,6 +44,7 @@ class ErrorCode(StrEnum):
     UPSTREAM_LOST = "upstream_lost"  # the orchestrator (or the hop to it) failed
     ENGINE_FAILED = "engine_failed"
     OVERLOADED = "overloaded"
+    DATABASE_UNAVAILABLE = "database_unavailable"  # the tenant or document database cannot be reached
     CANCELLED = "cancelled"
     INTERNAL = "internal_error"
     # Collections (RAG): the host's own refusals, and a worker's about a document it could not take.

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.postgres_harness import PostgresServer
+
 # The decode attention kernel (Triton) runs on the CPU under Triton's interpreter in tests. Triton reads the
 # setting once, when it is imported, so it is set before any test imports it; only where there is no CUDA (a
 # GPU host compiles the kernel instead, and the engine never uses the interpreter there).
@@ -47,6 +49,23 @@ def tiny_model_path(securechat_cache_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (started here, stopped at the end; see postgres_harness)."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database on the session's server: what ``database.url`` gets."""
+    return postgres_server.create_database()
+
+
+@pytest.fixture(scope="session")
 def ray_app(tiny_model_path: Path, securechat_cache_dir: Path) -> Iterator[object]:
     """The whole Serve app on a local Ray cluster (tests marked ``ray``); the tiny model is prebuilt."""
     from deployments.local import stop_local
@@ -56,4 +75,12 @@ def ray_app(tiny_model_path: Path, securechat_cache_dir: Path) -> Iterator[objec
     try:
         yield app
     finally:
-        stop_local()
+        import ray
+
+        if ray.is_initialized():  # else the multi-node tests, which run last, stopped it to start their cluster
+            stop_local()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``cluster`` start their own multi-node Ray, so they run after every other Ray test."""
+    items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)

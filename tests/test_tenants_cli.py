@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from securechat.db.postgres import PostgresDatabase
 from securechat.tenants.cli import add_tenant_commands
 from securechat.tenants.store import TenantStore
 
@@ -65,3 +66,38 @@ def test_policy_set_show_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().out.strip().endswith('{"requests_per_minute":30}')
     assert run(tmp_path, "policy", "acme", "--clear") == 0
     assert capsys.readouterr().out.strip() == "{}"
+
+
+def test_keys_added_with_a_database_url_live_in_postgresql(
+    tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(tmp_path, "--database-url", postgres_url, "add", "acme") == 0
+    key = capsys.readouterr().out.strip()
+    assert not (tmp_path / "t.sqlite3").exists()  # nothing went to the SQLite file
+    with PostgresDatabase(postgres_url) as database, TenantStore(database, tmp_path / "secret") as store:
+        assert store.authenticate(key) == "acme"
+
+
+def test_every_command_works_on_postgresql_and_reads_create_no_secret(
+    tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = ("--database-url", postgres_url)
+    assert run(tmp_path, *url, "add", "globex") == 0
+    key_id = capsys.readouterr().out.strip().split("_")[1]
+    assert run(tmp_path, *url, "list", "globex") == 0
+    assert capsys.readouterr().out.strip().splitlines()[1].split()[:2] == ["globex", key_id]
+    assert run(tmp_path, *url, "policy", "globex", "--set", '{"requests_per_minute": 7}') == 0
+    assert run(tmp_path, *url, "policy", "globex") == 0
+    assert capsys.readouterr().out.strip().endswith('{"requests_per_minute":7}')
+    assert run(tmp_path, *url, "revoke", key_id) == 0
+    assert run(tmp_path, *url, "list", "globex") == 0
+    assert capsys.readouterr().out.strip().splitlines()[1].endswith("revoked")
+    assert not (tmp_path / "t.sqlite3").exists()
+
+    # A machine without the gateways' server secret: read-only commands refuse and create no secret of their own.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for command in (("list",), ("revoke", key_id), ("policy", "globex")):
+        assert run(elsewhere, *url, *command) == 2
+        assert "no server secret at" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []

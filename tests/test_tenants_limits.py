@@ -205,3 +205,18 @@ def test_a_clock_that_steps_back_does_not_refill() -> None:
     limiter.admit("acme", policy, 1).release()
     clock.now -= 500
     assert refusal(limiter, policy=policy).code is LimitCode.RATE_LIMITED
+
+
+def test_output_charged_after_idle_time_does_not_count_the_idle_time_twice() -> None:
+    """The bug a review found: at 600 tokens/min, 600 admitted at t=0 and 1,200 charged at t=60 must leave
+    the next request about 60 s away (a minute's debt), not 0.1 s."""
+    clock = Clock()
+    limiter = TenantLimiter(clock=clock)
+    policy = POLICY.model_copy(update={"tokens_per_minute": 600, "max_prompt_tokens": 600})
+    lease = limiter.admit("acme", policy, 600)
+    clock.now += 60.0
+    lease.charge_output(1_200)
+    lease.release()
+    refused = refusal(limiter, policy=policy)
+    assert refused.code is LimitCode.TOKEN_LIMITED
+    assert refused.retry_after_s == pytest.approx(60.1)

@@ -15,6 +15,7 @@ from unittest import mock
 
 import pytest
 
+from securechat.db.postgres import PostgresDatabase
 from securechat.tenants import api_keys
 from securechat.tenants.db import SCHEMA_VERSION, SchemaError
 from securechat.tenants.policy import PolicyOverride
@@ -229,3 +230,31 @@ def test_several_processes_write_one_database(tmp_path: Path) -> None:
     assert [p.wait(timeout=30) for p in procs] == [0, 0, 0]
     store = TenantStore(db, secret)
     assert [len(store.list_keys(f"tenant{i}")) for i in range(3)] == [20, 20, 20]
+
+
+def test_a_postgres_store_is_shared_by_every_replica(postgres_url: str, tmp_path: Path) -> None:
+    """Two stores on one PostgreSQL database (two gateway nodes): keys, revocations and policies are shared."""
+    secret = tmp_path / "shared_secret"  # the same file on every gateway node
+    with (
+        PostgresDatabase(postgres_url) as node_a,
+        PostgresDatabase(postgres_url) as node_b,
+        TenantStore(node_a, secret) as admin,
+        TenantStore(node_b, secret) as gateway,
+    ):
+        key = admin.add_key("acme")
+        assert gateway.authenticate(key) == "acme"
+        assert gateway.authenticate(key[:-1] + ("0" if key[-1] != "0" else "1")) is None
+        admin.set_policy("acme", PolicyOverride(requests_per_minute=5))
+        assert gateway.get_policy("acme") == PolicyOverride(requests_per_minute=5)
+        assert gateway.list_tenants() == ["acme"] and len(gateway.list_keys("acme")) == 1
+        admin.revoke(key.split("_")[1])
+        assert gateway.authenticate(key) is None
+
+
+def test_a_postgres_store_refuses_another_secret_and_needs_one(postgres_url: str, tmp_path: Path) -> None:
+    with PostgresDatabase(postgres_url) as database:
+        TenantStore(database, tmp_path / "a").add_key("acme")
+        with pytest.raises(ServerSecretError):
+            TenantStore(database, tmp_path / "b")  # a node provisioned with a different secret fails at start
+        with pytest.raises(ValueError, match="server_secret_path"):
+            TenantStore(database)

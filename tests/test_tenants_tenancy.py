@@ -6,7 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from securechat.tenants import AuthError, AuthSettings, LimitCode, LimitExceeded, TenantsSettings, build_tenancy
+from securechat.db import DatabaseSettings
+from securechat.tenants import (
+    AuthError,
+    AuthSettings,
+    LimitCode,
+    LimitExceeded,
+    SharedLimiter,
+    TenantLimiter,
+    TenantsSettings,
+    build_tenancy,
+)
 
 
 def settings(tmp_path: Path) -> TenantsSettings:
@@ -39,3 +49,21 @@ def test_disabled_auth_creates_no_files(tmp_path: Path) -> None:
     assert tenancy.store is None and list(tmp_path.iterdir()) == []
     assert tenancy.authenticator.check(None, "acme").tenant_id == "acme"
     assert tenancy.policies.resolve("acme").requests_per_minute == 1
+
+
+def test_a_database_url_shares_limits_even_with_auth_disabled(tmp_path: Path, postgres_url: str) -> None:
+    disabled = AuthSettings.model_validate({"mode": "disabled"})
+    replicas = [build_tenancy(disabled, settings(tmp_path), DatabaseSettings(url=postgres_url)) for _ in range(2)]
+    assert all(isinstance(r.limiter, SharedLimiter) and r.store is None for r in replicas)
+    assert list(tmp_path.iterdir()) == []  # no SQLite file, no server secret
+    policy = replicas[0].policies.resolve("acme")  # one request per minute
+    replicas[0].limiter.admit("acme", policy, 10).release()
+    with pytest.raises(LimitExceeded):
+        replicas[1].limiter.admit("acme", policy, 10)  # the other replica sees the same allowance
+    for replica in replicas:
+        replica.close()
+
+
+def test_without_a_database_each_replica_limits_in_memory(tmp_path: Path) -> None:
+    tenancy = build_tenancy(AuthSettings.model_validate({"mode": "disabled"}), settings(tmp_path))
+    assert isinstance(tenancy.limiter, TenantLimiter) and not tenancy.blocking

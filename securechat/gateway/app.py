@@ -63,19 +63,13 @@ async def _authorized_body(request: Request, model: type[Body]) -> Body:
     service = _service(request)
     authenticator = service.tenancy.authenticator
     try:
-        key_tenant = authenticator.authenticate(request.headers.get("authorization"))
+        key_tenant = await service.tenant_calls.authenticate(request.headers.get("authorization"))
     except AuthError as refusal:
         raise HTTPError(ErrorCode(refusal.code.value)) from None
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise HTTPError(ErrorCode.UNSUPPORTED_MEDIA_TYPE)
-    declared = request.headers.get("content-length")
-    limit = service.settings.gateway.max_envelope_bytes
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPError(ErrorCode.PAYLOAD_TOO_LARGE, limit=limit)
-    raw = await request.body()
-    if len(raw) > limit:
-        raise HTTPError(ErrorCode.PAYLOAD_TOO_LARGE, limit=limit)
+    raw = await _read_body(request, service.settings.gateway.max_envelope_bytes)
     try:
         body = model.model_validate(json.loads(raw))
     except ValueError as exc:  # ValidationError is a ValueError; so is bad JSON
@@ -88,11 +82,26 @@ async def _authorized_body(request: Request, model: type[Body]) -> Body:
     return body
 
 
-def _authorize_query(request: Request, tenant_id: str) -> None:
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, counted as it arrives: 413 as soon as it passes ``limit``, whether or not Content-Length said
+    so (a chunked body has none), so an oversized body is never held whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPError(ErrorCode.PAYLOAD_TOO_LARGE, limit=limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPError(ErrorCode.PAYLOAD_TOO_LARGE, limit=limit)
+    return bytes(body)
+
+
+async def _authorize_query(request: Request, tenant_id: str) -> None:
     request.state.started = time.perf_counter()
-    authenticator = _service(request).tenancy.authenticator
+    service = _service(request)
     try:
-        authenticator.authorize(authenticator.authenticate(request.headers.get("authorization")), tenant_id)
+        key_tenant = await service.tenant_calls.authenticate(request.headers.get("authorization"))
+        service.tenancy.authenticator.authorize(key_tenant, tenant_id)
     except AuthError as refusal:
         raise HTTPError(ErrorCode(refusal.code.value)) from None
 
@@ -156,26 +165,26 @@ def create_app() -> FastAPI:
 
     @app.get("/v1/collections")
     async def list_collections(request: Request, tenant_id: TenantQuery) -> dict[str, Any]:
-        _authorize_query(request, tenant_id)
+        await _authorize_query(request, tenant_id)
         return {"collections": await _collections(request).list_for(tenant_id)}
 
     @app.delete("/v1/collections/{collection_id}")
     async def delete_collection(request: Request, collection_id: IdPath, tenant_id: TenantQuery) -> dict[str, Any]:
         """Every sealed blob of the collection goes (forgetting its key shreds any copy elsewhere)."""
-        _authorize_query(request, tenant_id)
+        await _authorize_query(request, tenant_id)
         await _collections(request).delete(tenant_id, collection_id)
         return {"deleted": collection_id}
 
     @app.get("/v1/collections/{collection_id}/documents")
     async def list_documents(request: Request, collection_id: IdPath, tenant_id: TenantQuery) -> dict[str, Any]:
-        _authorize_query(request, tenant_id)
+        await _authorize_query(request, tenant_id)
         return {"documents": await _collections(request).documents(tenant_id, collection_id)}
 
     @app.delete("/v1/collections/{collection_id}/documents/{doc_id}")
     async def delete_document(
         request: Request, collection_id: IdPath, doc_id: IdPath, tenant_id: TenantQuery
     ) -> dict[str, Any]:
-        _authorize_query(request, tenant_id)
+        await _authorize_query(request, tenant_id)
         await _collections(request).delete_document(tenant_id, collection_id, doc_id)
         return {"deleted": doc_id}
 
@@ -198,7 +207,7 @@ def create_app() -> FastAPI:
         service = _service(request)
         regions: dict[str, list[dict[str, Any]]] = {}
         for region in service.settings.region_names:
-            described = await service.backend.key_directory(region)
+            described = await service.keys.workers(region)
             regions[region] = [
                 {
                     "worker_id": w["worker_id"],
@@ -216,7 +225,7 @@ def create_app() -> FastAPI:
         service = _service(request)
         if region not in service.settings.region_names:
             raise HTTPError(ErrorCode.UNKNOWN_REGION)
-        return {"region": region, "workers": await service.backend.key_directory(region)}
+        return {"region": region, "workers": await service.keys.workers(region)}
 
     @app.get("/v1/attestation")
     async def attestation(
@@ -225,18 +234,30 @@ def create_app() -> FastAPI:
         region: str | None = None,
     ) -> dict[str, Any]:
         """Attestation documents of the live workers (of ``region``, or of every region), each bound to
-        ``nonce``. Verify them, then seal only to the keys they attest."""
+        ``nonce``. Verify them, then seal only to the keys they attest. Rate-limited: 429 with Retry-After."""
         service = _service(request)
         if region is not None and region not in service.settings.region_names:
             raise HTTPError(ErrorCode.UNKNOWN_REGION)
         regions = [region] if region is not None else list(service.settings.region_names)
-        documents = [w["attestation"] for r in regions for w in await service.backend.attestations(r, nonce)]
+        documents = await service.attestations(regions, nonce)
         return {"region": region, "nonce": nonce, "documents": documents}
 
     app.include_router(transparency_router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
+        """Liveness: the gateway answers. Whether requests can be served is /readyz."""
         return {"status": "ok"}
+
+    @app.get("/readyz", response_model=None)
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: 200 once every region has a serving worker, else 503 naming the regions without one."""
+        service = _service(request)
+        waiting = await service.readiness()
+        if waiting:
+            retry_after = str(service.settings.gateway.retry_after_s)
+            body = {"status": "not_ready", "regions_without_ready_worker": waiting}
+            return JSONResponse(body, status_code=503, headers={"Retry-After": retry_after})
+        return JSONResponse({"status": "ready", "regions": list(service.settings.region_names)})
 
     return app

@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+from securechat.db import DatabaseUnavailable
+from securechat.errors import ErrorCode
 from securechat.gateway.http_errors import HTTPError
 from securechat.rag.store import CollectionInfo, DocumentInfo, StoreError
 from securechat.rag.store_client import AsyncDocumentStore
@@ -52,6 +54,8 @@ async def _mapped(call: Awaitable[T]) -> T:
         return await call
     except StoreError as refused:
         raise HTTPError(refused.code) from None
+    except DatabaseUnavailable:  # the store's database is down (raised in the store replica, re-raised here)
+        raise HTTPError(ErrorCode.DATABASE_UNAVAILABLE) from None
 
 
 def _collection(info: CollectionInfo) -> dict[str, Any]:

@@ -33,6 +33,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.NO_WORKER: 503,
     ErrorCode.UPSTREAM_LOST: 503,
     ErrorCode.OVERLOADED: 503,
+    ErrorCode.DATABASE_UNAVAILABLE: 503,
     ErrorCode.CANCELLED: 499,
     ErrorCode.UNKNOWN_COLLECTION: 404,
     ErrorCode.UNKNOWN_DOCUMENT: 404,
@@ -71,6 +72,7 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.NO_WORKER: "No live worker in this region; retry later.",
     ErrorCode.UPSTREAM_LOST: "The orchestrator is unavailable; retry later.",
     ErrorCode.OVERLOADED: "The service is at capacity; retry later.",
+    ErrorCode.DATABASE_UNAVAILABLE: "The service's database is unavailable; retry later.",
     ErrorCode.CANCELLED: "The request was cancelled.",
     ErrorCode.UNKNOWN_COLLECTION: "No such collection.",
     ErrorCode.UNKNOWN_DOCUMENT: "No such document in this collection.",
@@ -85,7 +87,15 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.LOG_CORRUPTED: "The release log's stored leaves no longer match its signed checkpoints.",
 }
 
-RETRYABLE = frozenset({ErrorCode.NO_WORKER, ErrorCode.OVERLOADED, ErrorCode.WORKER_LOST, ErrorCode.UPSTREAM_LOST})
+RETRYABLE = frozenset(
+    {
+        ErrorCode.NO_WORKER,
+        ErrorCode.OVERLOADED,
+        ErrorCode.WORKER_LOST,
+        ErrorCode.UPSTREAM_LOST,
+        ErrorCode.DATABASE_UNAVAILABLE,
+    }
+)
 
 
 class HTTPError(Exception):

@@ -10,8 +10,10 @@ which it charges to the tenant.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -24,11 +26,13 @@ from securechat.engine.base import SamplingParams
 from securechat.envelope import Envelope, SealedRequest, seal_request
 from securechat.errors import ErrorCode, InvalidCiphertext, InvalidFrame
 from securechat.framing import LENGTH_PREFIX, FrameDecoder, encode_frame
+from securechat.gateway.attestation_gate import AttestationGate, AttestationRateLimited
 from securechat.gateway.backend import OrchestratorBackend
 from securechat.gateway.collections import CollectionAdmin
 from securechat.gateway.http_errors import HTTPError
-from securechat.gateway.key_directory import KeyDirectory
+from securechat.gateway.key_directory import KeyDirectory, is_serving
 from securechat.gateway.schemas import InferRequest
+from securechat.gateway.tenant_calls import TenantCalls
 from securechat.host_limits import HostLimits
 from securechat.logs import get_logger, log_event
 from securechat.rag.bodies import DEFAULT_TOP_K, CollectionRef, RagBody
@@ -44,7 +48,7 @@ from securechat.stream import (
     make_error_frame,
     read_usage,
 )
-from securechat.tenants.limits import LimitExceeded, StreamLease, estimate_tokens
+from securechat.tenants.limits import StreamLease, estimate_tokens
 from securechat.tenants.policy import TenantPolicy
 from securechat.tenants.tenancy import Tenancy
 
@@ -74,6 +78,7 @@ class AcceptedStream:
     num_bytes: int = 0
     output_tokens: int | None = None  # from the final frame's clear token counts, once it has passed
     closed: bool = False
+    lease_renewed: float = 0.0  # time.monotonic() of admission or the lease's last renewal
 
     def count(self, frames: list[bytes], num_bytes: int) -> None:
         """Tally frames as they pass; the final frame's clear header says how many tokens the answer had."""
@@ -98,8 +103,33 @@ class GatewayService:
         self.backend = backend
         self.tenancy = tenancy
         self.observer: GatewayObserver = observer or NullGatewayObserver()
+        self.tenant_calls = TenantCalls(tenancy)
         self.keys = KeyDirectory(backend, settings.gateway.key_directory_ttl_s)
+        self.attestation_gate = AttestationGate(settings.gateway.attestations_per_minute)
         self.collections = CollectionAdmin(documents) if documents is not None else None
+
+    async def readiness(self) -> list[str]:
+        """The regions without a serving (READY, or busy past READY) worker: empty when requests can be taken.
+        Served from the worker directory's cache, so a load balancer's polling costs no broadcast per call."""
+        regions = self.settings.region_names
+        described = await asyncio.gather(*(self.keys.workers(region) for region in regions), return_exceptions=True)
+        return [
+            region
+            for region, workers in zip(regions, described, strict=True)
+            if isinstance(workers, BaseException) or not any(is_serving(worker) for worker in workers)
+        ]
+
+    async def attestations(self, regions: list[str], nonce: str) -> list[dict[str, Any]]:
+        """Every live worker's document for ``nonce``, within the endpoint's rate (429 beyond it)."""
+
+        async def fetch() -> list[dict[str, Any]]:
+            return [w["attestation"] for r in regions for w in await self.backend.attestations(r, nonce)]
+
+        try:
+            return await self.attestation_gate.documents((nonce, *regions), fetch)
+        except AttestationRateLimited as refused:
+            retry_after = str(max(1, math.ceil(refused.retry_after_s)))
+            raise HTTPError(ErrorCode.RATE_LIMITED, retry_after=retry_after) from None
 
     async def accept(self, request: InferRequest, want_plaintext: bool) -> AcceptedStream:
         """Admit, seal or pass through, dispatch, and wait for the first frame. Raises HTTPError.
@@ -111,7 +141,7 @@ class GatewayService:
             raise HTTPError(ErrorCode.UNKNOWN_REGION)
         if request.mode not in self.settings.modes_for(request.region):
             raise HTTPError(ErrorCode.MODE_NOT_SUPPORTED)
-        policy = self.tenancy.policies.resolve(request.tenant_id)
+        policy = await self.tenant_calls.policy(request.tenant_id)
         if request.collection_id is not None:
             await self._require_collections().check(request.tenant_id, request.collection_id)
         if request.envelope is not None:
@@ -119,17 +149,18 @@ class GatewayService:
                 raise HTTPError(ErrorCode.NOT_ACCEPTABLE)
             envelope = self._client_envelope(request)
             envelope_bytes = envelope.to_bytes()
-            lease = self._admit(request, policy, len(envelope.ciphertext))
+            lease = await self._admit(request, policy, len(envelope.ciphertext))
             try:
                 first, rest = await self._dispatch(envelope_bytes, policy)
             except BaseException:
-                lease.release()
+                await self.tenant_calls.settle(lease)
                 raise
-            return AcceptedStream(envelope.header.request_id, first, rest, None, started, lease)
+            request_id = envelope.header.request_id
+            return AcceptedStream(request_id, first, rest, None, started, lease, lease_renewed=time.monotonic())
         assert request.prompt is not None
         if len(request.prompt) > self.settings.gateway.max_prompt_chars:
             raise HTTPError(ErrorCode.PROMPT_TOO_LONG)
-        lease = self._admit(request, policy, len(request.prompt.encode()))
+        lease = await self._admit(request, policy, len(request.prompt.encode()))
         try:
             engine_limit = self.settings.engine_for(request.region).max_new_tokens
             max_new_tokens = request.max_new_tokens or min(engine_limit, policy.max_new_tokens)
@@ -142,24 +173,18 @@ class GatewayService:
                         continue  # a worker was replaced since the directory was cached: refetch and reseal once
                     raise
                 opener = ResponseOpener.for_request(sealed.dek, sealed.request_id)
-                return AcceptedStream(sealed.request_id, first, rest, opener, started, lease)
+                renewed = time.monotonic()
+                return AcceptedStream(sealed.request_id, first, rest, opener, started, lease, lease_renewed=renewed)
             raise HTTPError(ErrorCode.STALE_KEYS)
         except BaseException:
-            lease.release()
+            await self.tenant_calls.settle(lease)
             raise
 
-    def _admit(self, request: InferRequest, policy: TenantPolicy, num_bytes: int) -> StreamLease:
+    async def _admit(self, request: InferRequest, policy: TenantPolicy, num_bytes: int) -> StreamLease:
         """The tenant's limits; the prompt size is estimated from bytes (a client envelope's from its ciphertext)."""
-        try:
-            return self.tenancy.limiter.admit(
-                request.tenant_id,
-                policy,
-                estimate_tokens(num_bytes),
-                region=request.region,
-                max_new_tokens=request.max_new_tokens,
-            )
-        except LimitExceeded as refusal:
-            raise HTTPError(ErrorCode(refusal.code.value), retry_after=refusal.retry_after_header) from None
+        return await self.tenant_calls.admit(
+            request.tenant_id, policy, estimate_tokens(num_bytes), request.region, request.max_new_tokens
+        )
 
     def _client_envelope(self, request: InferRequest) -> Envelope:
         assert request.envelope is not None
@@ -253,6 +278,7 @@ class GatewayService:
                 async for chunk in chunks:
                     accepted.count(decoder.feed(chunk), len(chunk))
                     yield chunk
+                    self._keep_lease(accepted)
         finally:
             await self.finish(accepted)
 
@@ -264,6 +290,7 @@ class GatewayService:
         try:
             async with aclosing(_prepend(accepted.first_frame, accepted.rest, accepted.request_id)) as chunks:
                 async for chunk in chunks:
+                    self._keep_lease(accepted)
                     frames = decoder.feed(chunk)
                     accepted.count(frames, len(chunk))
                     for frame in frames:
@@ -284,6 +311,12 @@ class GatewayService:
         finally:
             await self.finish(accepted)
 
+    def _keep_lease(self, accepted: AcceptedStream) -> None:
+        """Renew a long stream's shared lease (cheap check per chunk, a database call every ttl / 3)."""
+        if self.tenant_calls.renewal_due(accepted.lease_renewed):
+            accepted.lease_renewed = time.monotonic()
+            self.tenant_calls.renew_in_background(accepted.lease)
+
     async def finish(self, accepted: AcceptedStream) -> None:
         """Release the tenant's lease, close the upstream and record the request: exactly once, whether the body
         ran to its end, broke, or never started (the response calls this too)."""
@@ -293,9 +326,8 @@ class GatewayService:
         # The final frame's clear token count; a stream that ended without one (a lost worker) is charged a lower
         # bound: every data frame that left carried at least one token, unless it was constant-rate padding.
         tokens = accepted.output_tokens if accepted.output_tokens is not None else max(0, accepted.frames - 1)
-        accepted.lease.charge_output(tokens)
-        accepted.lease.release()
         await _close(accepted.rest)
+        await self.tenant_calls.settle(accepted.lease, tokens)
         e2e_ms = (time.perf_counter() - accepted.started) * 1000
         self.observer.request_finished(200, e2e_ms, accepted.frames, accepted.num_bytes)
         log_event(

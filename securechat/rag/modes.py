@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from securechat.db import DatabaseUnavailable
 from securechat.errors import ErrorCode, InvalidCiphertext
 from securechat.host_limits import HostLimits
 from securechat.rag.bodies import EmbedBody, IngestBody, RagBody, SearchBody
@@ -72,6 +73,8 @@ class CollectionModes:
             raise Refused(rejected.code) from None
         except StoreError as refused:
             raise Refused(refused.code) from None
+        except DatabaseUnavailable:  # the store's database is lost: nothing was committed, the client may retry
+            raise Refused(ErrorCode.DATABASE_UNAVAILABLE) from None
         raise Refused(ErrorCode.MODE_NOT_SUPPORTED)
 
     async def _rag(self, body: RagBody, tenant_id: str) -> Generate:

@@ -3,7 +3,8 @@
 ``add`` prints the new key on stdout, alone, so it can be piped into a secret manager; everything else goes to
 stderr. The key is shown once: only its HMAC digest is stored, so a lost key is revoked and replaced, never
 recovered. The store and secret paths default to ``TenantsSettings``' defaults, so the CLI and a gateway
-started with default settings use the same files.
+started with default settings use the same files; ``--database-url`` (a cluster's ``database.url``) manages the
+keys in PostgreSQL instead, with the server secret file every gateway node mounts.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from securechat.db import DatabaseSettings, open_database
 from securechat.tenants.policy import PolicyOverride
 from securechat.tenants.settings import DEFAULT_SERVER_SECRET_PATH, DEFAULT_STORE_PATH
 from securechat.tenants.store import TenantStore
@@ -22,12 +24,27 @@ __all__ = ["add_tenant_commands"]
 
 
 def _open(args: argparse.Namespace) -> TenantStore:
-    return TenantStore(args.db, args.server_secret)
+    if args.database_url is None:
+        return TenantStore(args.db, args.server_secret)
+    database = open_database(DatabaseSettings(url=args.database_url), args.db)
+    try:
+        return TenantStore(database, args.server_secret, owns_database=True)
+    except BaseException:
+        database.close()
+        raise
 
 
-def _exists(args: argparse.Namespace) -> bool:
-    """Read-only commands never create the database or the secret: they look first."""
-    return Path(args.db).expanduser().exists()
+def _missing(args: argparse.Namespace) -> str | None:
+    """Read-only commands never create the database or the secret: what they would have to create, or None.
+
+    On SQLite that is the database file; on PostgreSQL the server secret file (the store checks it against the
+    fingerprint the database keeps, so it must be the one every gateway mounts, never a fresh one).
+    """
+    if args.database_url is None:
+        database = Path(args.db).expanduser()
+        return None if database.exists() else f"no tenant database at {database}"
+    secret = Path(args.server_secret).expanduser()
+    return None if secret.exists() else f"no server secret at {secret} (use the file every gateway node mounts)"
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
@@ -45,9 +62,13 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    if not _exists(args):
-        print(f"no tenant database at {args.db} (tenants add creates it)", file=sys.stderr)
+    missing = _missing(args)
+    if missing is not None and args.database_url is None:
+        print(f"{missing} (tenants add creates it)", file=sys.stderr)
         return 0
+    if missing is not None:
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
     with _open(args) as store:
         tenants = [args.tenant_id] if args.tenant_id else store.list_tenants()
         print(f"{'TENANT':<24} {'KEY_ID':<16} {'CREATED (UTC)':<20} STATUS")
@@ -60,8 +81,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    if not _exists(args):
-        print(f"error: no tenant database at {args.db}", file=sys.stderr)
+    missing = _missing(args)
+    if missing is not None:
+        print(f"error: {missing}", file=sys.stderr)
         return 2
     with _open(args) as store:
         if not store.revoke(args.key_id):
@@ -72,9 +94,13 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def _cmd_policy(args: argparse.Namespace) -> int:
-    if args.set is None and not args.clear and not _exists(args):
+    missing = None if args.set is not None or args.clear else _missing(args)
+    if missing is not None and args.database_url is None:
         print("{}")  # showing a policy that cannot exist yet creates nothing
         return 0
+    if missing is not None:
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
     with _open(args) as store:
         if args.clear:
             store.set_policy(args.tenant_id, None)
@@ -93,6 +119,11 @@ def add_tenant_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     """Add ``tenants`` with its own subcommands; each sets ``command`` to a function returning an exit code."""
     tenants = subparsers.add_parser("tenants", help="manage tenants' API keys and policy overrides")
     tenants.add_argument("--db", type=Path, default=DEFAULT_STORE_PATH, help="tenant database (SQLite) path")
+    tenants.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="the cluster's PostgreSQL (database.url: postgresql://user@host:5432/db) instead of --db",
+    )
     tenants.add_argument(
         "--server-secret",
         type=Path,

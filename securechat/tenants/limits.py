@@ -1,15 +1,17 @@
-"""Per-tenant admission for one gateway replica: request and token rates, concurrent streams.
+"""Per-tenant admission: request and token rates, concurrent streams. The contract and the in-memory limiter.
 
-Both rates are token buckets whose capacity is one minute's allowance and which refill continuously, so a
-tenant may burst up to its per-minute limit and then proceeds at the steady rate. Tokens per minute are charged
-twice: the prompt estimate at admission (so a burst of long prompts is refused before it costs anything) and the
-output tokens when the caller reports them; the bucket may go negative (debt), which delays the next admission
+Both rates are token buckets (``buckets.TokenBucket``) whose capacity is one minute's allowance, so a tenant
+may burst up to its per-minute limit and then proceeds at the steady rate. Tokens per minute are charged twice:
+the prompt estimate at admission (so a burst of long prompts is refused before it costs anything) and the
+output tokens when the caller reports them; output may put the bucket in debt, which delays the next admission
 instead of cutting a stream that is already running. A request larger than a full bucket is admitted when the
 bucket is full, else it could never run.
 
-Limits are per replica: with N gateway replicas a tenant gets up to N times its rates (divide the policy by N,
-or move the buckets to a shared store, when that matters). The limiter is meant for one event loop: admission
-does not await, so it is atomic there; it is not thread-safe. Memory is bounded: a tenant whose buckets have
+``Limiter`` is the contract the gateway uses. ``TenantLimiter`` (here) keeps the buckets in this process: one
+gateway replica's view, so N replicas give a tenant up to N times its rates; it serves the development setting
+(auth disabled, no database). ``SharedLimiter`` (``shared_limits``) keeps them in the tenant database, so every
+replica on every node draws on one allowance. ``TenantLimiter`` is meant for one event loop: admission does
+not await, so it is atomic there; it is not thread-safe. Its memory is bounded: a tenant whose buckets have
 refilled and who has no open stream carries no information and is dropped; past ``max_tenants`` the least
 recently seen idle tenants are dropped even if that forgives a little debt.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from enum import StrEnum
 from types import TracebackType
 
 from securechat.logs import get_logger, log_event
+from securechat.tenants.buckets import TokenBucket
 from securechat.tenants.policy import TenantPolicy
 
 logger = get_logger("tenants.limits")
@@ -64,36 +68,9 @@ def estimate_tokens(num_bytes: int) -> int:
 
 
 @dataclass(slots=True)
-class _Bucket:
-    capacity: float
-    per_s: float
-    level: float
-    updated: float
-
-    @classmethod
-    def full(cls, per_minute: int, now: float) -> _Bucket:
-        return cls(float(per_minute), per_minute / 60.0, float(per_minute), now)
-
-    def refill(self, now: float, per_minute: int) -> None:
-        if per_minute != self.capacity:  # a policy edit: keep what was used this minute, not the level
-            self.level = max(self.level + per_minute - self.capacity, -float(per_minute))
-            self.capacity, self.per_s = float(per_minute), per_minute / 60.0
-        self.level, self.updated = self.level_at(now), now
-
-    def level_at(self, now: float) -> float:
-        elapsed = max(0.0, now - self.updated)  # a clock that steps back never refills
-        return min(self.capacity, self.level + elapsed * self.per_s)
-
-    def wait_s(self, cost: float) -> float:
-        """Seconds until ``cost`` (capped at capacity) is available; 0 when it is now."""
-        need = min(cost, self.capacity)
-        return 0.0 if self.level >= need else (need - self.level) / self.per_s
-
-
-@dataclass(slots=True)
 class _TenantState:
-    requests: _Bucket
-    tokens: _Bucket
+    requests: TokenBucket
+    tokens: TokenBucket
     open_streams: int = 0
 
 
@@ -102,14 +79,16 @@ class StreamLease:
 
     Release it exactly once, with ``async with``/``with`` or ``release()``; later calls do nothing. A streaming
     HTTP response outlives the handler that admitted it, so the gateway releases in the body generator's
-    ``finally``; should a lease still be dropped unreleased (a body that never started), ``__del__`` releases it
-    as a last resort and logs ``stream_lease_leaked``. ``charge_output`` also works after release, because the
-    final token count often arrives with the stream's end.
+    ``finally``; should a lease still be dropped unreleased (a body that never started), ``__del__`` releases an
+    in-memory lease as a last resort and logs ``stream_lease_leaked`` (a shared lease is left to expire: no
+    database call from a garbage collector). ``charge_output`` also works after release, because the final
+    token count often arrives with the stream's end. ``lease_id`` names a shared lease's row.
     """
 
-    def __init__(self, limiter: TenantLimiter, tenant_id: str, est_tokens: int) -> None:
+    def __init__(self, limiter: Limiter, tenant_id: str, est_tokens: int, lease_id: str | None = None) -> None:
         self.tenant_id = tenant_id
         self.est_tokens = est_tokens
+        self.lease_id = lease_id
         self.output_tokens = 0
         self._limiter = limiter
         self._released = False
@@ -126,12 +105,17 @@ class StreamLease:
         if input_tokens is not None:
             correction, self.est_tokens = input_tokens - self.est_tokens, input_tokens
         self.output_tokens += num_tokens
-        self._limiter._charge(self.tenant_id, num_tokens + correction)
+        self._limiter._charge(self, num_tokens + correction)
+
+    def renew(self) -> None:
+        """Keep a long stream's slot (a shared lease expires ``lease_ttl_s`` after admission or renewal)."""
+        if not self._released:
+            self._limiter._renew(self)
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._limiter._release(self.tenant_id)
+            self._limiter._release(self)
 
     async def __aenter__(self) -> StreamLease:
         return self
@@ -150,10 +134,81 @@ class StreamLease:
     def __del__(self) -> None:
         if not getattr(self, "_released", True):
             log_event(logger, "stream_lease_leaked", level=logging.WARNING, tenant_id=self.tenant_id)
-            self.release()
+            if self._limiter.blocking:
+                self._released = True  # its row expires on its own
+            else:
+                self.release()
 
 
-class TenantLimiter:
+class Limiter(ABC):
+    """Admission for every tenant. ``blocking`` limiters (a database behind them) are called from a thread."""
+
+    blocking: bool = False
+    lease_ttl_s: float | None = None  # a shared lease's life without renewal; None: leases never expire
+
+    @abstractmethod
+    def admit(
+        self,
+        tenant_id: str,
+        policy: TenantPolicy,
+        est_tokens: int,
+        *,
+        region: str | None = None,
+        max_new_tokens: int | None = None,
+    ) -> StreamLease:
+        """Admit one request or raise ``LimitExceeded``; nothing is charged for a refused request.
+
+        ``max_new_tokens`` is what the client asked for, if it asked: a default filled in by the gateway should
+        be capped at ``policy.max_new_tokens`` rather than checked, so a request without one is never refused.
+        """
+
+    @abstractmethod
+    def open_streams(self, tenant_id: str) -> int: ...
+
+    @abstractmethod
+    def _charge(self, lease: StreamLease, num_tokens: int) -> None: ...
+
+    @abstractmethod
+    def _release(self, lease: StreamLease) -> None: ...
+
+    def _renew(self, lease: StreamLease) -> None:  # noqa: B027 - in-memory leases do not expire
+        """Push the lease's expiry on."""
+
+
+def check_request(policy: TenantPolicy, est_tokens: int, region: str | None, max_new_tokens: int | None) -> None:
+    """The refusals that need no state: region, prompt size, asked-for output. Raise ``LimitExceeded``."""
+    if est_tokens < 0:
+        raise ValueError("est_tokens is non-negative")
+    if region is not None and not policy.allows_region(region):
+        raise LimitExceeded(LimitCode.REGION_NOT_ALLOWED)
+    if est_tokens > policy.max_prompt_tokens:
+        raise LimitExceeded(LimitCode.PROMPT_TOO_LONG)
+    if max_new_tokens is not None and max_new_tokens > policy.max_new_tokens:
+        raise LimitExceeded(LimitCode.MAX_NEW_TOKENS_EXCEEDED)
+
+
+def check_and_take(
+    requests: TokenBucket,
+    tokens: TokenBucket,
+    open_streams: int,
+    policy: TenantPolicy,
+    est_tokens: int,
+    stream_retry_after_s: float,
+) -> None:
+    """Refuse (``LimitExceeded``) or spend one request and ``est_tokens`` from buckets refilled to now."""
+    if open_streams >= policy.max_concurrent_streams:
+        raise LimitExceeded(LimitCode.TOO_MANY_STREAMS, stream_retry_after_s)
+    wait_s = requests.wait_s(1)
+    if wait_s > 0:
+        raise LimitExceeded(LimitCode.RATE_LIMITED, wait_s)
+    wait_s = tokens.wait_s(est_tokens)
+    if wait_s > 0:
+        raise LimitExceeded(LimitCode.TOKEN_LIMITED, wait_s)
+    requests.take(1)
+    tokens.take(est_tokens)
+
+
+class TenantLimiter(Limiter):
     """Admission state for every tenant seen recently by this replica.
 
     ``clock`` is monotonic seconds (injectable for tests). ``too_many_streams`` carries ``stream_retry_after_s``
@@ -194,45 +249,19 @@ class TenantLimiter:
         region: str | None = None,
         max_new_tokens: int | None = None,
     ) -> StreamLease:
-        """Admit one request or raise ``LimitExceeded``; nothing is charged for a refused request.
-
-        ``max_new_tokens`` is what the client asked for, if it asked: a default filled in by the gateway should
-        be capped at ``policy.max_new_tokens`` rather than checked, so a request without one is never refused.
-        """
-        if est_tokens < 0:
-            raise ValueError("est_tokens is non-negative")
         try:
-            self._check_request(policy, est_tokens, region, max_new_tokens)
+            check_request(policy, est_tokens, region, max_new_tokens)
             now = self._clock()
             self._maybe_sweep(now)
             state = self._state(tenant_id, policy, now)
-            self._check_and_charge(state, policy, est_tokens)
+            check_and_take(
+                state.requests, state.tokens, state.open_streams, policy, est_tokens, self._stream_retry_after_s
+            )
+            state.open_streams += 1
         except LimitExceeded as refusal:
             log_event(logger, "admission_refused", tenant_id=tenant_id, error_code=refusal.code.value)
             raise
         return StreamLease(self, tenant_id, est_tokens)
-
-    @staticmethod
-    def _check_request(policy: TenantPolicy, est_tokens: int, region: str | None, max_new_tokens: int | None) -> None:
-        if region is not None and not policy.allows_region(region):
-            raise LimitExceeded(LimitCode.REGION_NOT_ALLOWED)
-        if est_tokens > policy.max_prompt_tokens:
-            raise LimitExceeded(LimitCode.PROMPT_TOO_LONG)
-        if max_new_tokens is not None and max_new_tokens > policy.max_new_tokens:
-            raise LimitExceeded(LimitCode.MAX_NEW_TOKENS_EXCEEDED)
-
-    def _check_and_charge(self, state: _TenantState, policy: TenantPolicy, est_tokens: int) -> None:
-        if state.open_streams >= policy.max_concurrent_streams:
-            raise LimitExceeded(LimitCode.TOO_MANY_STREAMS, self._stream_retry_after_s)
-        wait_s = state.requests.wait_s(1)
-        if wait_s > 0:
-            raise LimitExceeded(LimitCode.RATE_LIMITED, wait_s)
-        wait_s = state.tokens.wait_s(est_tokens)
-        if wait_s > 0:
-            raise LimitExceeded(LimitCode.TOKEN_LIMITED, wait_s)
-        state.requests.level -= 1
-        state.tokens.level -= est_tokens
-        state.open_streams += 1
 
     def _state(self, tenant_id: str, policy: TenantPolicy, now: float) -> _TenantState:
         state = self._states.get(tenant_id)
@@ -240,7 +269,7 @@ class TenantLimiter:
             if len(self._states) >= self._max_tenants:
                 self._evict_oldest_idle()
             state = _TenantState(
-                _Bucket.full(policy.requests_per_minute, now), _Bucket.full(policy.tokens_per_minute, now)
+                TokenBucket.full(policy.requests_per_minute, now), TokenBucket.full(policy.tokens_per_minute, now)
             )
             self._states[tenant_id] = state
         else:
@@ -249,15 +278,14 @@ class TenantLimiter:
             state.tokens.refill(now, policy.tokens_per_minute)
         return state
 
-    def _charge(self, tenant_id: str, num_tokens: int) -> None:
-        state = self._states.get(tenant_id)
+    def _charge(self, lease: StreamLease, num_tokens: int) -> None:
+        state = self._states.get(lease.tenant_id)
         if state is not None:  # else it was forgotten after its release: a late charge is dropped
-            bucket = state.tokens
             # Debt is capped at one minute's allowance, so one huge output cannot lock a tenant out for hours.
-            bucket.level = min(bucket.capacity, max(bucket.level - num_tokens, -bucket.capacity))
+            state.tokens.charge(num_tokens, self._clock())
 
-    def _release(self, tenant_id: str) -> None:
-        state = self._states.get(tenant_id)
+    def _release(self, lease: StreamLease) -> None:
+        state = self._states.get(lease.tenant_id)
         if state is not None and state.open_streams > 0:
             state.open_streams -= 1
 
@@ -281,5 +309,4 @@ class TenantLimiter:
 
 def _is_forgettable(state: _TenantState, now: float) -> bool:
     """No open stream and both buckets full again: a fresh state would behave the same."""
-    buckets = (state.requests, state.tokens)
-    return state.open_streams == 0 and all(bucket.level_at(now) >= bucket.capacity for bucket in buckets)
+    return state.open_streams == 0 and state.requests.is_full(now) and state.tokens.is_full(now)

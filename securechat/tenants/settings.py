@@ -2,7 +2,9 @@
 
 This module imports nothing from ``securechat.config`` so that ``config.py`` can import it without a cycle.
 Paths default to the invoking user's data and config directories for development; production sets both,
-with the server secret on a separate (secret-manager) mount.
+with the server secret on a separate (secret-manager) mount. With ``database.url`` set (a cluster), the keys,
+policies and limits live in PostgreSQL instead of ``store_path``, and every gateway node mounts the same
+server secret.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ class TenantsSettings(BaseModel):
     server_secret_path: Path = DEFAULT_SERVER_SECRET_PATH
     default_policy: TenantPolicy = TenantPolicy()
     policies: dict[str, PolicyOverride] = Field(default_factory=dict)  # per tenant; the database overrides these
-    max_tracked_tenants: int = Field(default=10_000, ge=1)  # admission state kept per gateway replica
+    max_tracked_tenants: int = Field(default=10_000, ge=1)  # in-memory admission state (no tenant database)
     stream_retry_after_s: float = Field(default=1.0, gt=0)  # Retry-After hint for too_many_streams
+    # A shared stream lease's life without renewal: streams renew at a third of it, so only the streams of a
+    # gateway replica that died outlive their end, by at most this long.
+    stream_lease_ttl_s: float = Field(default=120.0, ge=5, le=3600)
 
     @field_validator("policies")
     @classmethod

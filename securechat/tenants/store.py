@@ -1,26 +1,27 @@
-"""``TenantStore``: API keys and per-tenant policy overrides in the tenant database.
+"""``TenantStore``: API keys and per-tenant policy overrides in the tenant database (SQLite or PostgreSQL).
 
 Only an HMAC digest of each key's secret is stored (see ``api_keys``); the server secret that keys the HMAC is
-read from its own file (see ``server_secret``). ``authenticate`` is on the request path: one primary-key lookup
-and one constant-time comparison, and it answers None for every kind of failure so callers cannot become an
-oracle for which part of a key was wrong. A revocation is visible to every process at its next lookup.
-One connection is shared under a lock, so a store may be used from several threads.
+read from its own file (see ``server_secret``), which every gateway node must share. ``authenticate`` is on the
+request path: one primary-key lookup and one constant-time comparison, and it answers None for every kind of
+failure so callers cannot become an oracle for which part of a key was wrong. A revocation is visible to every
+process, on every node when the database is PostgreSQL, at its next lookup. The store may be used from several
+threads; its calls block (a network round trip with PostgreSQL), so async callers run them in a thread.
+``DatabaseUnavailable`` comes through when the database cannot be reached.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from securechat.db import Database
+from securechat.db.sqlite import SQLiteDatabase
 from securechat.logs import get_logger, log_event
 from securechat.tenants import api_keys
-from securechat.tenants.db import connect
+from securechat.tenants.db import migrate
 from securechat.tenants.ids import is_id
 from securechat.tenants.policy import PolicyOverride
 from securechat.tenants.server_secret import ServerSecretError, fingerprint, load_or_create_server_secret
@@ -43,36 +44,43 @@ class KeyInfo:
 
 
 class TenantStore:
-    """API keys and policy overrides for all tenants, in the SQLite file at ``path``.
+    """API keys and policy overrides for all tenants, in ``database`` (a ``Database``, or an SQLite file path).
 
-    ``server_secret_path`` defaults to ``server_secret`` next to the database; production should point it at a
-    separate mount so a copy of the database directory does not carry the secret with it.
+    ``server_secret_path`` defaults to ``server_secret`` next to an SQLite file; production should point it at a
+    separate mount so a copy of the database directory does not carry the secret with it (with PostgreSQL it is
+    required). A store opened on a path owns its database and closes it; one given a ``Database`` closes it only
+    with ``owns_database``.
     """
 
     def __init__(
         self,
-        path: Path | str,
+        database: Database | Path | str,
         server_secret_path: Path | str | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        owns_database: bool = False,
     ) -> None:
-        self.path = Path(path).expanduser()
-        secret_path = (
-            Path(server_secret_path).expanduser() if server_secret_path else self.path.with_name(DEFAULT_SECRET_NAME)
-        )
-        self._secret = load_or_create_server_secret(secret_path)
+        self._owns_database = owns_database or not isinstance(database, Database)
+        self.database = SQLiteDatabase(database) if not isinstance(database, Database) else database
+        self.path: Path | None = self.database.path if isinstance(self.database, SQLiteDatabase) else None
         self._clock = clock
-        self._lock = threading.Lock()
-        self._connection = connect(self.path)
         try:
+            if server_secret_path:
+                secret_path = Path(server_secret_path).expanduser()
+            elif self.path is not None:
+                secret_path = self.path.with_name(DEFAULT_SECRET_NAME)
+            else:
+                raise ValueError("a tenant store on a database server needs server_secret_path")
+            self._secret = load_or_create_server_secret(secret_path)
+            migrate(self.database)
             self._check_secret_fingerprint()
         except BaseException:
-            self._connection.close()
+            self.close()
             raise
 
     def close(self) -> None:
-        with self._lock:
-            self._connection.close()
+        if self._owns_database:
+            self.database.close()
 
     def __enter__(self) -> TenantStore:
         return self
@@ -87,8 +95,8 @@ class TenantStore:
         _require_id(tenant_id)
         presented, parsed = api_keys.new_key()
         digest = api_keys.key_digest(self._secret, parsed.key_id, parsed.secret)
-        with self._write() as connection:
-            connection.execute(
+        with self.database.transaction() as tx:
+            tx.execute(
                 "INSERT INTO api_keys (key_id, tenant_id, digest, created_at) VALUES (?, ?, ?, ?)",
                 (parsed.key_id, tenant_id, digest, self._clock()),
             )
@@ -99,11 +107,14 @@ class TenantStore:
         """Revoke a key; False when there is no such key or it was already revoked."""
         if not api_keys.is_key_id(key_id):
             return False
-        with self._write() as connection:
-            cursor = connection.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL", (self._clock(), key_id)
+        with self.database.transaction() as tx:
+            revoked = (
+                tx.execute(
+                    "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                    (self._clock(), key_id),
+                ).rowcount
+                == 1
             )
-            revoked = cursor.rowcount == 1
         if revoked:
             log_event(logger, "api_key_revoked", key_id=key_id)
         return revoked
@@ -113,10 +124,10 @@ class TenantStore:
         parsed = api_keys.parse_key(presented_key)
         if parsed is None:
             return None
-        with self._lock:
-            row = self._connection.execute(
+        with self.database.transaction(write=False) as tx:
+            row = tx.execute(
                 "SELECT tenant_id, digest, revoked_at FROM api_keys WHERE key_id = ?", (parsed.key_id,)
-            ).fetchone()
+            ).first()
         presented = api_keys.key_digest(self._secret, parsed.key_id, parsed.secret)
         expected = bytes(row[1]) if row is not None else _DUMMY_DIGEST
         matches = api_keys.digests_match(expected, presented)
@@ -127,19 +138,19 @@ class TenantStore:
 
     def list_tenants(self) -> list[str]:
         """Every tenant with a key (live or revoked) or a stored policy, sorted."""
-        with self._lock:
-            rows = self._connection.execute(
+        with self.database.transaction(write=False) as tx:
+            rows = tx.execute(
                 "SELECT tenant_id FROM api_keys UNION SELECT tenant_id FROM tenant_policies ORDER BY tenant_id"
-            ).fetchall()
+            ).rows
         return [row[0] for row in rows]
 
     def list_keys(self, tenant_id: str) -> list[KeyInfo]:
         """The tenant's keys, oldest first: ids, creation times and revocation, nothing secret."""
-        with self._lock:
-            rows = self._connection.execute(
+        with self.database.transaction(write=False) as tx:
+            rows = tx.execute(
                 "SELECT key_id, created_at, revoked_at FROM api_keys WHERE tenant_id = ? ORDER BY created_at, key_id",
                 (tenant_id,),
-            ).fetchall()
+            ).rows
         return [
             KeyInfo(key_id, tenant_id, datetime.fromtimestamp(created_at, UTC), revoked_at is not None)
             for key_id, created_at, revoked_at in rows
@@ -150,11 +161,11 @@ class TenantStore:
     def set_policy(self, tenant_id: str, override: PolicyOverride | None) -> None:
         """Store the tenant's override (replacing any earlier one); None removes it."""
         _require_id(tenant_id)
-        with self._write() as connection:
+        with self.database.transaction() as tx:
             if override is None:
-                connection.execute("DELETE FROM tenant_policies WHERE tenant_id = ?", (tenant_id,))
+                tx.execute("DELETE FROM tenant_policies WHERE tenant_id = ?", (tenant_id,))
             else:
-                connection.execute(
+                tx.execute(
                     "INSERT INTO tenant_policies (tenant_id, overrides, updated_at) VALUES (?, ?, ?) "
                     "ON CONFLICT (tenant_id) DO UPDATE SET overrides = excluded.overrides, "
                     "updated_at = excluded.updated_at",
@@ -164,34 +175,21 @@ class TenantStore:
 
     def get_policy(self, tenant_id: str) -> PolicyOverride | None:
         """The stored override, or None. A stored value that no longer validates raises (fail closed)."""
-        with self._lock:
-            row = self._connection.execute(
-                "SELECT overrides FROM tenant_policies WHERE tenant_id = ?", (tenant_id,)
-            ).fetchone()
+        with self.database.transaction(write=False) as tx:
+            row = tx.execute("SELECT overrides FROM tenant_policies WHERE tenant_id = ?", (tenant_id,)).first()
         return None if row is None else PolicyOverride.model_validate_json(row[0])
 
     # Internals
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: takes the write lock up front, so concurrent writers queue, not deadlock."""
-        with self._lock:
-            self._connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._connection
-            except BaseException:
-                self._connection.execute("ROLLBACK")
-                raise
-            self._connection.execute("COMMIT")
-
     def _check_secret_fingerprint(self) -> None:
         mine = fingerprint(self._secret)
-        with self._write() as connection:
-            row = connection.execute("SELECT value FROM meta WHERE name = 'server_secret_fingerprint'").fetchone()
-            if row is None:
-                connection.execute("INSERT INTO meta (name, value) VALUES ('server_secret_fingerprint', ?)", (mine,))
-            elif row[0] != mine:
-                raise ServerSecretError("the server secret file is not the one this tenant database was made with")
+        with self.database.transaction() as tx:  # the first store to open the database records its secret
+            tx.execute(
+                "INSERT INTO meta (name, value) VALUES ('server_secret_fingerprint', ?) ON CONFLICT DO NOTHING", (mine,)
+            )
+            (stored,) = tx.execute("SELECT value FROM meta WHERE name = 'server_secret_fingerprint'").one()
+        if stored != mine:
+            raise ServerSecretError("the server secret file is not the one this tenant database was made with")
 
 
 def _require_id(tenant_id: str) -> None:
