@@ -324,8 +324,11 @@ class GatewayService:
             return
         accepted.closed = True
         # The final frame's clear token count; a stream that ended without one (a lost worker) is charged a lower
-        # bound: every data frame that left carried at least one token, unless it was constant-rate padding.
-        tokens = accepted.output_tokens if accepted.output_tokens is not None else max(0, accepted.frames - 1)
+        # bound: every data frame after the start frame carried at least one token, unless constant-rate padding
+        # may have filled ticks without text, in which case the frames prove nothing and nothing is charged.
+        tokens = accepted.output_tokens
+        if tokens is None:
+            tokens = 0 if self.settings.stream.constant_rate else max(0, accepted.frames - 1)
         await _close(accepted.rest)
         await self.tenant_calls.settle(accepted.lease, tokens)
         e2e_ms = (time.perf_counter() - accepted.started) * 1000
