@@ -44,6 +44,7 @@ THROUGHPUT_MODE = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRE
 VARIANTS = (
     Variant("default"),
     Variant("engine core in a thread", ("--engine", '{"core": "thread"}')),
+    Variant("two torch threads", ("--engine", '{"torch_threads": 2}')),
     Variant("flush every 100 ms", ("--stream", '{"flush_interval_ms": 100}')),
     Variant("no constant rate", ("--stream", '{"constant_rate": false}')),
     Variant("Serve's throughput mode", env=THROUGHPUT_MODE),
