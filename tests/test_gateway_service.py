@@ -13,7 +13,19 @@ from securechat.config import AppSettings, RegionSettings, StreamSettings
 from securechat.gateway.service import AcceptedStream, GatewayService
 from securechat.tenants.auth import AuthMode, AuthSettings
 from securechat.tenants.tenancy import build_tenancy
-from tests.test_gateway_edges import StubBackend
+
+
+class NoOrchestrator:
+    """Nothing reaches an orchestrator here: the stream is handed to ``finish`` as it was when it broke."""
+
+    def infer(self, envelope: bytes, limits: object = None) -> AsyncIterator[bytes]:
+        raise AssertionError("not dispatched")
+
+    async def key_directory(self, region: str) -> list[dict[str, object]]:
+        raise AssertionError("not described")
+
+    async def attestations(self, region: str, nonce: str) -> list[dict[str, object]]:
+        raise AssertionError("not attested")
 
 
 async def _nothing() -> AsyncIterator[bytes]:
@@ -30,7 +42,7 @@ def test_a_stream_lost_before_its_final_frame_is_charged_what_its_frames_prove(
         stream=StreamSettings(constant_rate=constant_rate),
     )
     tenancy = build_tenancy(AuthSettings(mode=AuthMode.DISABLED), settings.tenants)
-    service = GatewayService(settings, StubBackend(), tenancy)  # type: ignore[arg-type]
+    service = GatewayService(settings, NoOrchestrator(), tenancy)  # type: ignore[arg-type]
     lease = tenancy.limiter.admit("acme", settings.tenants.default_policy, 1)
     accepted = AcceptedStream("r1", b"", _nothing(), None, time.perf_counter(), lease)
     accepted.frames = 10  # the start frame and nine data frames, then the worker was lost
