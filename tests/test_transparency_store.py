@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from securechat.db import SchemaError
 from securechat.transparency import DuplicateEntry, SqliteLogStore, SqliteWitnessState
-from securechat.transparency._db import SchemaError
 from securechat.transparency.merkle import leaf_hash
 from securechat.transparency.store import ConflictingCheckpoint, StoredCheckpoint
 

@@ -39,7 +39,9 @@ class _SQLiteTransaction(Transaction):
 class SQLiteDatabase(Database):
     dialect = SQLITE
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, durable: bool = False) -> None:
+        """``durable``: every commit also survives power loss (``synchronous = FULL``), not only a crash of the
+        process; for data that is signed once and must never be lost (the release log)."""
         self.path = Path(os.path.expandvars(str(path))).expanduser()  # "~" and "$VARS" in a configured path
         self.location = f"sqlite:{self.path}"
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -52,7 +54,8 @@ class SQLiteDatabase(Database):
         try:
             self._connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._connection.execute("PRAGMA journal_mode = WAL")
-            self._connection.execute("PRAGMA synchronous = NORMAL")  # durable across crashes of the process
+            # NORMAL: durable across crashes of the process; FULL: across power loss too.
+            self._connection.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             self._connection.execute("PRAGMA foreign_keys = ON")
         except BaseException:
             self._connection.close()

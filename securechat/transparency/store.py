@@ -8,7 +8,6 @@ the last one it signed, and witnesses and clients refuse it too.)
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -16,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from securechat.transparency._db import Database
-
-SCHEMA_VERSION: Final = 1
+from securechat.db import Transaction
+from securechat.transparency._db import open_sqlite
 
 _SCHEMA_V1: Final = (
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -122,10 +120,10 @@ class SqliteLogStore(LogStore):
         self.path = Path(path).expanduser()
         if not self.path.exists():
             raise FileNotFoundError(f"no transparency log at {self.path}; create it with `securechat log init`")
-        self._db = Database(self.path, _SCHEMA_V1, SCHEMA_VERSION, "transparency-log")
+        self._db = open_sqlite(self.path, _SCHEMA_V1, "transparency-log")
         self._clock = clock
-        with self._db.read() as connection:
-            row = connection.execute("SELECT value FROM meta WHERE name = 'origin'").fetchone()
+        with self._db.transaction(write=False) as tx:
+            row = tx.execute("SELECT value FROM meta WHERE name = 'origin'").first()
         if row is None:
             self._db.close()
             raise FileNotFoundError(f"{self.path} has no log origin; create it with `securechat log init`")
@@ -136,10 +134,10 @@ class SqliteLogStore(LogStore):
         target = Path(path).expanduser()
         if target.exists():
             raise FileExistsError(f"{target} exists; a log is created once")
-        database = Database(target, _SCHEMA_V1, SCHEMA_VERSION, "transparency-log")
+        database = open_sqlite(target, _SCHEMA_V1, "transparency-log")
         try:
-            with database.write() as connection:
-                connection.execute("INSERT INTO meta (name, value) VALUES ('origin', ?)", (origin,))
+            with database.transaction() as tx:
+                tx.execute("INSERT INTO meta (name, value) VALUES ('origin', ?)", (origin,))
         finally:
             database.close()
         return cls(target, clock=clock)
@@ -152,80 +150,73 @@ class SqliteLogStore(LogStore):
         self._db.close()
 
     def size(self) -> int:
-        with self._db.read() as connection:
-            return _next_index(connection)
+        with self._db.transaction(write=False) as tx:
+            return _next_index(tx)
 
     def append(self, leaf_hash: bytes, data: bytes) -> int:
-        with self._db.write() as connection:
-            existing = connection.execute("SELECT leaf_index FROM leaves WHERE leaf_hash = ?", (leaf_hash,)).fetchone()
+        with self._db.transaction() as tx:
+            existing = tx.execute("SELECT leaf_index FROM leaves WHERE leaf_hash = ?", (leaf_hash,)).first()
             if existing is not None:
                 raise DuplicateEntry(int(existing[0]))
-            index = _next_index(connection)
-            connection.execute(
+            index = _next_index(tx)
+            tx.execute(
                 "INSERT INTO leaves (leaf_index, leaf_hash, data, appended_at) VALUES (?, ?, ?, ?)",
                 (index, leaf_hash, data, self._clock()),
             )
         return index
 
     def index_of(self, leaf_hash: bytes) -> int | None:
-        with self._db.read() as connection:
-            row = connection.execute("SELECT leaf_index FROM leaves WHERE leaf_hash = ?", (leaf_hash,)).fetchone()
+        with self._db.transaction(write=False) as tx:
+            row = tx.execute("SELECT leaf_index FROM leaves WHERE leaf_hash = ?", (leaf_hash,)).first()
         return None if row is None else int(row[0])
 
     def leaf_hashes(self, size: int) -> list[bytes]:
-        with self._db.read() as connection:
-            rows = connection.execute(
-                "SELECT leaf_hash FROM leaves WHERE leaf_index < ? ORDER BY leaf_index", (size,)
-            ).fetchall()
+        with self._db.transaction(write=False) as tx:
+            rows = tx.execute("SELECT leaf_hash FROM leaves WHERE leaf_index < ? ORDER BY leaf_index", (size,)).rows
         if len(rows) != size:
             raise ValueError("the log has fewer leaves than asked for")
         return [bytes(row[0]) for row in rows]
 
     def entries(self, start: int, end: int) -> list[tuple[bytes, bytes]]:
-        with self._db.read() as connection:
-            rows = connection.execute(
+        with self._db.transaction(write=False) as tx:
+            rows = tx.execute(
                 "SELECT leaf_hash, data FROM leaves WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index",
                 (start, end),
-            ).fetchall()
+            ).rows
         return [(bytes(row[0]), bytes(row[1])) for row in rows]
 
     def latest_checkpoint(self) -> StoredCheckpoint | None:
-        with self._db.read() as connection:
-            row = connection.execute(
+        with self._db.transaction(write=False) as tx:
+            row = tx.execute(
                 "SELECT tree_size, root_hash, note FROM checkpoints ORDER BY tree_size DESC LIMIT 1"
-            ).fetchone()
+            ).first()
         return None if row is None else StoredCheckpoint(int(row[0]), bytes(row[1]), str(row[2]))
 
     def checkpoint_at(self, size: int) -> StoredCheckpoint | None:
-        with self._db.read() as connection:
-            row = connection.execute(
-                "SELECT tree_size, root_hash, note FROM checkpoints WHERE tree_size = ?", (size,)
-            ).fetchone()
+        with self._db.transaction(write=False) as tx:
+            row = tx.execute("SELECT tree_size, root_hash, note FROM checkpoints WHERE tree_size = ?", (size,)).first()
         return None if row is None else StoredCheckpoint(int(row[0]), bytes(row[1]), str(row[2]))
 
     def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
-        with self._db.write() as connection:
-            row = connection.execute(
-                "SELECT root_hash FROM checkpoints WHERE tree_size = ?", (checkpoint.size,)
-            ).fetchone()
+        with self._db.transaction() as tx:
+            row = tx.execute("SELECT root_hash FROM checkpoints WHERE tree_size = ?", (checkpoint.size,)).first()
             if row is not None:
                 if bytes(row[0]) != checkpoint.root_hash:
                     raise ConflictingCheckpoint("a checkpoint of this size with another root is stored")
                 return  # already stored (with whatever cosignatures it has gathered)
-            connection.execute(
+            tx.execute(
                 "INSERT INTO checkpoints (tree_size, root_hash, note, signed_at) VALUES (?, ?, ?, ?)",
                 (checkpoint.size, checkpoint.root_hash, checkpoint.note, self._clock()),
             )
 
     def replace_note(self, size: int, old_note: str, new_note: str) -> bool:
-        with self._db.write() as connection:
-            cursor = connection.execute(
+        with self._db.transaction() as tx:
+            updated = tx.execute(
                 "UPDATE checkpoints SET note = ? WHERE tree_size = ? AND note = ?", (new_note, size, old_note)
             )
-            return cursor.rowcount == 1
+            return updated.rowcount == 1
 
 
-def _next_index(connection: sqlite3.Connection) -> int:
+def _next_index(tx: Transaction) -> int:
     # MAX over the INTEGER PRIMARY KEY is a b-tree lookup; COUNT(*) would scan the table.
-    row = connection.execute("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM leaves").fetchone()
-    return int(row[0])
+    return int(tx.execute("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM leaves").one()[0])

@@ -11,11 +11,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
-from securechat.transparency._db import Database
+from securechat.transparency._db import open_sqlite
 from securechat.transparency.checkpoint import Checkpoint
 from securechat.transparency.note_keys import NoteVerifier, SignatureType
-
-SCHEMA_VERSION: Final = 1
 
 _SCHEMA_V1: Final = (
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -58,10 +56,10 @@ class SqliteWitnessState(WitnessState):
         self.path = Path(path).expanduser()
         if not self.path.exists():
             raise FileNotFoundError(f"no witness state at {self.path}; create it with `securechat log witness init`")
-        self._db = Database(self.path, _SCHEMA_V1, SCHEMA_VERSION, "transparency-witness")
+        self._db = open_sqlite(self.path, _SCHEMA_V1, "transparency-witness")
         self._clock = clock
-        with self._db.read() as connection:
-            row = connection.execute("SELECT value FROM meta WHERE name = 'witness_name'").fetchone()
+        with self._db.transaction(write=False) as tx:
+            row = tx.execute("SELECT value FROM meta WHERE name = 'witness_name'").first()
         if row is None:
             self._db.close()
             raise FileNotFoundError(f"{self.path} has no witness name; run `securechat log witness init`")
@@ -72,10 +70,10 @@ class SqliteWitnessState(WitnessState):
         target = Path(path).expanduser()
         if target.exists():
             raise FileExistsError(f"{target} exists; a witness's state is created once")
-        database = Database(target, _SCHEMA_V1, SCHEMA_VERSION, "transparency-witness")
+        database = open_sqlite(target, _SCHEMA_V1, "transparency-witness")
         try:
-            with database.write() as connection:
-                connection.execute("INSERT INTO meta (name, value) VALUES ('witness_name', ?)", (name,))
+            with database.transaction() as tx:
+                tx.execute("INSERT INTO meta (name, value) VALUES ('witness_name', ?)", (name,))
         finally:
             database.close()
         return cls(target, clock=clock)
@@ -92,30 +90,28 @@ class SqliteWitnessState(WitnessState):
         followed a key change on request would cosign a different log under the same origin."""
         if log_key.signature_type is not SignatureType.ED25519:
             raise ValueError("a log key signs plain Ed25519 checkpoints (type 0x01)")
-        with self._db.write() as connection:
-            row = connection.execute("SELECT vkey FROM logs WHERE origin = ?", (log_key.name,)).fetchone()
+        with self._db.transaction() as tx:
+            row = tx.execute("SELECT vkey FROM logs WHERE origin = ?", (log_key.name,)).first()
             if row is not None and row[0] != log_key.to_vkey():
                 raise ValueError("this witness already trusts another key for that origin")
             if row is None:
-                connection.execute("INSERT INTO logs (origin, vkey) VALUES (?, ?)", (log_key.name, log_key.to_vkey()))
+                tx.execute("INSERT INTO logs (origin, vkey) VALUES (?, ?)", (log_key.name, log_key.to_vkey()))
 
     def trusted_logs(self) -> Mapping[str, NoteVerifier]:
-        with self._db.read() as connection:
-            rows = connection.execute("SELECT origin, vkey FROM logs").fetchall()
+        with self._db.transaction(write=False) as tx:
+            rows = tx.execute("SELECT origin, vkey FROM logs").rows
         return {str(origin): NoteVerifier.from_vkey(str(vkey)) for origin, vkey in rows}
 
     def latest(self, origin: str) -> Checkpoint | None:
-        with self._db.read() as connection:
-            row = connection.execute("SELECT tree_size, root_hash FROM cosigned WHERE origin = ?", (origin,)).fetchone()
+        with self._db.transaction(write=False) as tx:
+            row = tx.execute("SELECT tree_size, root_hash FROM cosigned WHERE origin = ?", (origin,)).first()
         return None if row is None else Checkpoint(origin, int(row[0]), bytes(row[1]))
 
     def advance(self, new: Checkpoint, check: Callable[[Checkpoint | None], None]) -> None:
-        with self._db.write() as connection:
-            row = connection.execute(
-                "SELECT tree_size, root_hash FROM cosigned WHERE origin = ?", (new.origin,)
-            ).fetchone()
+        with self._db.transaction() as tx:
+            row = tx.execute("SELECT tree_size, root_hash FROM cosigned WHERE origin = ?", (new.origin,)).first()
             check(None if row is None else Checkpoint(new.origin, int(row[0]), bytes(row[1])))
-            connection.execute(
+            tx.execute(
                 "INSERT INTO cosigned (origin, tree_size, root_hash, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (origin) DO UPDATE SET tree_size = excluded.tree_size, "
                 "root_hash = excluded.root_hash, updated_at = excluded.updated_at",
