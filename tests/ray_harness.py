@@ -6,6 +6,16 @@ from pathlib import Path
 from typing import Any
 
 from deployments.local import LocalApp, start_local
+from securechat.attestation import (
+    create_release_key,
+    load_release_key,
+    manifest_for_registers,
+    save_manifest,
+    sign_manifest,
+)
+from securechat.attestation.app_measurement import measure_app_worker
+from securechat.client import ClientConfig
+from securechat.config import AppSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAIN_REGION = "us-west-1"
@@ -58,6 +68,38 @@ APP_ARGS: dict[str, Any] = {
 def platform_root_path(cache_dir: Path) -> Path:
     """The simulated platform root the test cluster's workers create on first start (never the user's own)."""
     return cache_dir / "platform-root.pem"
+
+
+def pinned_client_config(
+    directory: Path,
+    *,
+    args: dict[str, Any],
+    region: str,
+    release: str,
+    base_url: str,
+    root_public_key_path: Path,
+    tenant_id: str = "tenant1",
+    api_key: str | None = None,
+) -> ClientConfig:
+    """What a user pins for a running app: its platform root, a release key, and a manifest signed by that key
+    for exactly what ``region``'s workers run (measured from the app's ``args``), all written under ``directory``.
+    """
+    release_key = directory / "release.pem"
+    if not release_key.exists():
+        create_release_key(release_key)
+    registers = measure_app_worker(AppSettings.model_validate(args), region)
+    manifest_path = directory / f"manifest-{region}-{release}.json"
+    manifest = manifest_for_registers("securechat", release, registers)
+    save_manifest(manifest_path, sign_manifest(manifest, load_release_key(release_key)))
+    return ClientConfig(
+        tenant_id=tenant_id,
+        base_url=base_url,
+        region=region,
+        api_key=api_key,
+        root_public_key_path=root_public_key_path,
+        release_public_key_path=Path(f"{release_key}.pub"),
+        manifest_path=manifest_path,
+    )
 
 
 def start(cache_dir: Path) -> LocalApp:

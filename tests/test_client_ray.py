@@ -16,20 +16,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from deployments.local import LocalApp
 from securechat.attestation import (
-    create_release_key,
     load_manifest,
     load_release_key,
-    manifest_for_registers,
-    save_manifest,
-    sign_manifest,
 )
-from securechat.attestation.app_measurement import measure_app_worker
 from securechat.client import ClientConfig, ReleaseNotLogged, SecureChatClient
-from securechat.config import AppSettings
 from securechat.proxy.app import create_proxy_app
 from securechat.transparency import DEFAULT_ORIGIN, NoteSigner, ReleaseLog, SignatureType, SqliteLogStore
 from tests.client_harness import serve_asgi
-from tests.ray_harness import APP_ARGS, MAIN_REGION, platform_root_path
+from tests.ray_harness import APP_ARGS, MAIN_REGION, pinned_client_config, platform_root_path
 
 pytestmark = pytest.mark.ray
 
@@ -39,18 +33,13 @@ def client_config(
     ray_app: LocalApp, securechat_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> ClientConfig:
     """What a user pins: the cluster's platform root, a release key, and a manifest for what the workers run."""
-    directory = tmp_path_factory.mktemp("trust")
-    create_release_key(directory / "release.pem")
-    registers = measure_app_worker(AppSettings.model_validate(APP_ARGS), MAIN_REGION)
-    manifest = manifest_for_registers("securechat", "ray-test", registers)
-    save_manifest(directory / "manifest.json", sign_manifest(manifest, load_release_key(directory / "release.pem")))
-    return ClientConfig(
-        tenant_id="tenant1",
-        base_url=ray_app.base_url,
+    return pinned_client_config(
+        tmp_path_factory.mktemp("trust"),
+        args=APP_ARGS,
         region=MAIN_REGION,
+        release="ray-test",
+        base_url=ray_app.base_url,
         root_public_key_path=Path(f"{platform_root_path(securechat_cache_dir)}.pub"),
-        release_public_key_path=directory / "release.pem.pub",
-        manifest_path=directory / "manifest.json",
     )
 
 

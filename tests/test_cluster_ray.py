@@ -24,18 +24,11 @@ import httpx
 import pytest
 
 from securechat.attestation import (
-    create_release_key,
     ensure_root,
-    load_release_key,
-    manifest_for_registers,
-    save_manifest,
-    sign_manifest,
 )
-from securechat.attestation.app_measurement import measure_app_worker
-from securechat.client import ClientConfig, SecureChatClient
+from securechat.client import SecureChatClient
 from securechat.client.collections import DocumentFile
 from securechat.client.keyring import Keyring
-from securechat.config import AppSettings
 from securechat.db.postgres import PostgresDatabase
 from securechat.engine.base import SamplingParams
 from securechat.envelope import seal_request
@@ -57,7 +50,7 @@ from tests.cluster_harness import (
 )
 from tests.postgres_harness import PostgresServer
 from tests.rag_harness import BREAD
-from tests.ray_harness import REPO_ROOT
+from tests.ray_harness import REPO_ROOT, pinned_client_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.cluster]
 
@@ -81,20 +74,15 @@ class ClusterApp:
 
     def client(self, tenant: str, region: str) -> SecureChatClient:
         """The SDK as a tenant runs it: a release key, a manifest for what region's workers run, the root."""
-        release = self.files / "release.pem"
-        if not release.exists():
-            create_release_key(release)
-        registers = measure_app_worker(AppSettings.model_validate(self.args), region)
-        manifest = sign_manifest(manifest_for_registers("securechat", "cluster", registers), load_release_key(release))
-        save_manifest(self.files / f"manifest-{region}.json", manifest)
-        config = ClientConfig(
-            tenant_id=tenant,
-            base_url=self.base_url,
+        config = pinned_client_config(
+            self.files,
+            args=self.args,
             region=region,
-            api_key=self.keys[tenant],
+            release="cluster",
+            base_url=self.base_url,
             root_public_key_path=Path(f"{self.root_path}.pub"),
-            release_public_key_path=Path(f"{release}.pub"),
-            manifest_path=self.files / f"manifest-{region}.json",
+            tenant_id=tenant,
+            api_key=self.keys[tenant],
         )
         return SecureChatClient(config, keyring=Keyring(self.files / f"{tenant}-keyring.json"))
 

@@ -9,20 +9,11 @@ import pytest
 from playwright.sync_api import expect
 
 from deployments.local import LocalApp
-from securechat.attestation import (
-    create_release_key,
-    load_release_key,
-    manifest_for_registers,
-    save_manifest,
-    sign_manifest,
-)
-from securechat.attestation.app_measurement import measure_app_worker
 from securechat.client import ClientConfig, SecureChatClient
-from securechat.config import AppSettings
 from securechat.proxy import create_proxy_app
 from tests.browser_harness import Recorder, browser_page
 from tests.client_harness import serve_asgi
-from tests.ray_harness import APP_ARGS, MAIN_REGION, platform_root_path
+from tests.ray_harness import APP_ARGS, MAIN_REGION, pinned_client_config, platform_root_path
 
 pytestmark = pytest.mark.ray
 
@@ -34,18 +25,13 @@ def client_config(
     ray_app: LocalApp, securechat_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> ClientConfig:
     """What a user pins: the cluster's platform root, a release key, and a manifest for what the workers run."""
-    directory = tmp_path_factory.mktemp("page-trust")
-    create_release_key(directory / "release.pem")
-    registers = measure_app_worker(AppSettings.model_validate(APP_ARGS), MAIN_REGION)
-    manifest = manifest_for_registers("securechat", "ray-page-test", registers)
-    save_manifest(directory / "manifest.json", sign_manifest(manifest, load_release_key(directory / "release.pem")))
-    return ClientConfig(
-        tenant_id="tenant1",
-        base_url=ray_app.base_url,
+    return pinned_client_config(
+        tmp_path_factory.mktemp("page-trust"),
+        args=APP_ARGS,
         region=MAIN_REGION,
+        release="ray-page-test",
+        base_url=ray_app.base_url,
         root_public_key_path=Path(f"{platform_root_path(securechat_cache_dir)}.pub"),
-        release_public_key_path=directory / "release.pem.pub",
-        manifest_path=directory / "manifest.json",
     )
 
 

@@ -12,20 +12,12 @@ import httpx
 import pytest
 
 from deployments.local import LocalApp, deploy
-from securechat.attestation import (
-    create_release_key,
-    load_release_key,
-    manifest_for_registers,
-    save_manifest,
-    sign_manifest,
-)
-from securechat.attestation.app_measurement import measure_app_worker
+from securechat.attestation import load_manifest
 from securechat.client import ClientConfig, SecureChatClient
 from securechat.client.collections import DocumentFile
 from securechat.client.keyring import Keyring
-from securechat.config import AppSettings
 from tests.rag_harness import BREAD, TAXES, TRAINS
-from tests.ray_harness import APP_ARGS, BATCHED_REGION, platform_root_path
+from tests.ray_harness import APP_ARGS, BATCHED_REGION, pinned_client_config, platform_root_path
 
 pytestmark = pytest.mark.ray
 
@@ -48,20 +40,16 @@ class Recording(httpx.BaseTransport):
 @pytest.fixture(scope="module")
 def config(ray_app: LocalApp, securechat_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> ClientConfig:
     """Trust files for the batched region, whose workers also measure the embedder."""
-    directory = tmp_path_factory.mktemp("rag-trust")
-    create_release_key(directory / "release.pem")
-    registers = measure_app_worker(AppSettings.model_validate(APP_ARGS), BATCHED_REGION)
-    assert "embedder" in registers
-    manifest = manifest_for_registers("securechat", "ray-rag", registers)
-    save_manifest(directory / "manifest.json", sign_manifest(manifest, load_release_key(directory / "release.pem")))
-    return ClientConfig(
-        tenant_id="tenant1",
-        base_url=ray_app.base_url,
+    config = pinned_client_config(
+        tmp_path_factory.mktemp("rag-trust"),
+        args=APP_ARGS,
         region=BATCHED_REGION,
+        release="ray-rag",
+        base_url=ray_app.base_url,
         root_public_key_path=Path(f"{platform_root_path(securechat_cache_dir)}.pub"),
-        release_public_key_path=directory / "release.pem.pub",
-        manifest_path=directory / "manifest.json",
     )
+    assert "embedder" in load_manifest(config.manifest_path).manifest.registers
+    return config
 
 
 @pytest.fixture
