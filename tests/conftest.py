@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 
 from tests.postgres_harness import PostgresServer
+
+if TYPE_CHECKING:
+    from securechat.rag.embedder import MiniLMEmbedder
 
 # The decode attention kernel (Triton) runs on the CPU under Triton's interpreter in tests. Triton reads the
 # setting once, when it is imported, so it is set before any test imports it; only where there is no CUDA (a
@@ -46,6 +50,14 @@ def tiny_model_path(securechat_cache_dir: Path) -> Path:
     from securechat.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model(securechat_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def embedder() -> MiniLMEmbedder:
+    """all-MiniLM-L6-v2 from its PyPI package, loaded once for every in-process collections test."""
+    from securechat.rag.embedder import MiniLMEmbedder
+
+    return MiniLMEmbedder()
 
 
 @pytest.fixture(scope="session")

@@ -144,8 +144,7 @@ def test_a_page_on_another_origin_cannot_drive_the_proxy_or_read_it(trust: Trust
     assert service.paths["/infer"] == 0 and service.paths["/v1/attestation"] == 0
 
 
-def test_collections_upload_ask_and_cite(trust: TrustFiles, tmp_path: Path) -> None:
-    embedder = MiniLMEmbedder()
+def test_collections_upload_ask_and_cite(trust: TrustFiles, embedder: MiniLMEmbedder, tmp_path: Path) -> None:
     store = SQLiteDocumentStore(tmp_path / "docs.sqlite3")
     notes = tmp_path / "bread.txt"
     notes.write_text(BREAD)

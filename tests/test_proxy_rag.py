@@ -20,11 +20,6 @@ from tests.rag_harness import ANSWER, BREAD, TRAINS, client_for, serve_rag
 
 
 @pytest.fixture(scope="module")
-def embedder() -> MiniLMEmbedder:
-    return MiniLMEmbedder()
-
-
-@pytest.fixture(scope="module")
 def trust(tmp_path_factory: pytest.TempPathFactory) -> TrustFiles:
     return TrustFiles.create(tmp_path_factory.mktemp("trust"))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from securechat.rag.embedder import MiniLMEmbedder, minilm_model_dir
 
@@ -13,11 +12,6 @@ TEXTS = [
     "A very long passage " * 200,  # longer than the 256-token window: truncated, as sentence-transformers does
     "x",
 ]
-
-
-@pytest.fixture(scope="module")
-def embedder() -> MiniLMEmbedder:
-    return MiniLMEmbedder()
 
 
 def test_vectors_match_sentence_transformers(embedder: MiniLMEmbedder) -> None:

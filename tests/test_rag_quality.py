@@ -12,10 +12,10 @@ from securechat.rag.store import SQLiteDocumentStore
 from securechat.rag.store_client import LocalDocumentStore
 
 
-def test_recall_at_5_meets_its_target(tmp_path: Path) -> None:
+def test_recall_at_5_meets_its_target(embedder: MiniLMEmbedder, tmp_path: Path) -> None:
     store = SQLiteDocumentStore(tmp_path / "docs.sqlite3")
     store.create_collection("t1", "corpus")
-    service = RagService(MiniLMEmbedder(), LocalDocumentStore(store), RagOptions(1 << 20, 200, 40, 1 << 28, 60))
+    service = RagService(embedder, LocalDocumentStore(store), RagOptions(1 << 20, 200, 40, 1 << 28, 60))
     quality = asyncio.run(evaluate(service, "t1", "corpus", load_corpus()))
     assert quality.num_questions == 40
     assert quality.recall_at_5 >= 0.9 and quality.mrr >= 0.75
