@@ -22,7 +22,7 @@ from typing import Any, Unpack
 
 import httpx
 
-from securechat.attestation import AttestationVerifier, VerificationReport, new_nonce
+from securechat.attestation import AttestationVerifier, SignedManifest, VerificationReport, new_nonce
 from securechat.client.collections import CollectionsClient
 from securechat.client.config import ClientConfig
 from securechat.client.errors import ReleaseNotLogged, ServiceError
@@ -101,6 +101,11 @@ class SecureChatClient:
             elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return report
+
+    @property
+    def manifest(self) -> SignedManifest:
+        """The pinned release manifest workers are verified against (read and checked once, at construction)."""
+        return self._verifier.manifest
 
     def _check_release(self) -> VerifiedRelease:
         assert self._releases is not None

@@ -18,7 +18,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from securechat.attestation import VerificationReport, load_manifest
+from securechat.attestation import VerificationReport
 from securechat.client import AttestationFailed, SecureChatClient
 from securechat.client.errors import ClientError
 from securechat.proxy.errors import from_exception
@@ -90,17 +90,13 @@ def verification_body(report: VerificationReport, ok: bool, sdk: SecureChatClien
     it is true. Worker ids of refusals are as the documents claim them, unverified.
     """
     config = sdk.config
-    try:  # the file the SDK's verifier was built from (and checked against the release key) at its start
-        pinned = load_manifest(config.manifest_path).manifest
-        manifest: dict[str, str] | None = {"name": pinned.name, "release": pinned.release}
-    except (OSError, ValueError):
-        manifest = None
+    pinned = sdk.manifest.manifest
     return {
         "ok": ok and bool(report.verified),
         "service": config.base_url,
         "region": config.region,
         "tenant": config.tenant_id,
-        "manifest": manifest,
+        "manifest": {"name": pinned.name, "release": pinned.release},
         "release_log": release_log_entry(sdk),
         "verified": [
             {

@@ -57,7 +57,7 @@ function renderReport(report) {
   const refusals = $("refusals");
   workers.replaceChildren();
   refusals.replaceChildren();
-  const manifest = report.manifest ? `${report.manifest.name} release ${report.manifest.release}` : "the pinned manifest";
+  const manifest = `${report.manifest.name} release ${report.manifest.release}`;
   for (const worker of report.verified) {
     const item = el("li", "worker");
     item.dataset.workerId = worker.worker_id;
