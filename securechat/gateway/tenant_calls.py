@@ -67,24 +67,18 @@ class TenantCalls:
                 tenant_id, policy, est_tokens, region=region, max_new_tokens=max_new_tokens
             )
 
-        if not self.tenancy.blocking:
-            return self._admitted(admit)
-        admission = asyncio.ensure_future(self._call(admit))
         try:
-            # Shielded: a cancelled request must not lose a lease the database already granted.
-            return await asyncio.shield(admission)
-        except asyncio.CancelledError:
-            admission.add_done_callback(self._release_if_admitted)
-            raise
+            if not self.tenancy.blocking:
+                return admit()  # the in-memory limiter never awaits: atomic on the event loop
+            admission = asyncio.ensure_future(self._call(admit))
+            try:
+                # Shielded: a cancelled request must not lose a lease the database already granted.
+                return await asyncio.shield(admission)
+            except asyncio.CancelledError:
+                admission.add_done_callback(self._release_if_admitted)
+                raise
         except LimitExceeded as refusal:
-            raise _refused(refusal) from None
-
-    @staticmethod
-    def _admitted(admit: Callable[[], StreamLease]) -> StreamLease:
-        try:
-            return admit()
-        except LimitExceeded as refusal:
-            raise _refused(refusal) from None
+            raise HTTPError(ErrorCode(refusal.code.value), retry_after=refusal.retry_after_header) from None
 
     def _release_if_admitted(self, admission: asyncio.Future[StreamLease]) -> None:
         if admission.cancelled() or admission.exception() is not None:
@@ -120,7 +114,3 @@ class TenantCalls:
     def renew_in_background(self, lease: StreamLease) -> None:
         """``renew`` without waiting for it: the stream's next chunk never waits on the database."""
         self._in_background(self.renew(lease))
-
-
-def _refused(refusal: LimitExceeded) -> HTTPError:
-    return HTTPError(ErrorCode(refusal.code.value), retry_after=refusal.retry_after_header)
