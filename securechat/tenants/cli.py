@@ -34,17 +34,20 @@ def _open(args: argparse.Namespace) -> TenantStore:
         raise
 
 
-def _missing(args: argparse.Namespace) -> str | None:
-    """Read-only commands never create the database or the secret: what they would have to create, or None.
+def _no_database(args: argparse.Namespace) -> Path | None:
+    """The SQLite file a read-only command would have to create (it never does), or None."""
+    database = Path(args.db).expanduser()
+    return database if args.database_url is None and not database.exists() else None
 
-    On SQLite that is the database file; on PostgreSQL the server secret file (the store checks it against the
-    fingerprint the database keeps, so it must be the one every gateway mounts, never a fresh one).
-    """
-    if args.database_url is None:
-        database = Path(args.db).expanduser()
-        return None if database.exists() else f"no tenant database at {database}"
+
+def _refused_without_secret(args: argparse.Namespace) -> bool:
+    """On PostgreSQL a read-only command needs the server secret every gateway mounts (the store checks it
+    against the fingerprint in the database) and never makes a fresh one: says so and returns True without it."""
     secret = Path(args.server_secret).expanduser()
-    return None if secret.exists() else f"no server secret at {secret} (use the file every gateway node mounts)"
+    if args.database_url is None or secret.exists():
+        return False
+    print(f"error: no server secret at {secret} (use the file every gateway node mounts)", file=sys.stderr)
+    return True
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
@@ -62,13 +65,11 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    missing = _missing(args)
-    if missing is not None and args.database_url is None:
-        print(f"{missing} (tenants add creates it)", file=sys.stderr)
-        return 0
-    if missing is not None:
-        print(f"error: {missing}", file=sys.stderr)
+    if _refused_without_secret(args):
         return 2
+    if (database := _no_database(args)) is not None:
+        print(f"no tenant database at {database} (tenants add creates it)", file=sys.stderr)
+        return 0
     with _open(args) as store:
         tenants = [args.tenant_id] if args.tenant_id else store.list_tenants()
         print(f"{'TENANT':<24} {'KEY_ID':<16} {'CREATED (UTC)':<20} STATUS")
@@ -81,9 +82,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    missing = _missing(args)
-    if missing is not None:
-        print(f"error: {missing}", file=sys.stderr)
+    if _refused_without_secret(args):
+        return 2
+    if (database := _no_database(args)) is not None:
+        print(f"error: no tenant database at {database}", file=sys.stderr)
         return 2
     with _open(args) as store:
         if not store.revoke(args.key_id):
@@ -94,13 +96,12 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def _cmd_policy(args: argparse.Namespace) -> int:
-    missing = None if args.set is not None or args.clear else _missing(args)
-    if missing is not None and args.database_url is None:
-        print("{}")  # showing a policy that cannot exist yet creates nothing
-        return 0
-    if missing is not None:
-        print(f"error: {missing}", file=sys.stderr)
-        return 2
+    if args.set is None and not args.clear:  # only showing: read-only
+        if _refused_without_secret(args):
+            return 2
+        if _no_database(args) is not None:
+            print("{}")  # showing a policy that cannot exist yet creates nothing
+            return 0
     with _open(args) as store:
         if args.clear:
             store.set_policy(args.tenant_id, None)
