@@ -13,7 +13,7 @@ TORCH_SPEC ?= torch==2.13.0
 export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup browser serve test lint typecheck unit bench-cpu bench-rag bench-serving bench-experiments bench-gpu bench-gpu-engine load-test tiny-model clean
+.PHONY: setup browser serve test lint typecheck unit bench-cpu bench-rag bench-serving bench-sealing bench-experiments bench-gpu bench-gpu-engine load-test tiny-model clean
 
 setup: $(STAMP)
 
@@ -73,6 +73,9 @@ bench-rag: tiny-model
 
 bench-serving: tiny-model
 	$(BIN)/python -m benchmarks.bench_serving --out benchmarks/results/serving/latest.json
+
+bench-sealing: tiny-model
+	$(BIN)/python -m benchmarks.bench_sealing --out benchmarks/results/sealing/cpu.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

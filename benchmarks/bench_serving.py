@@ -43,7 +43,7 @@ from securechat.engine.base import ChatMessage, GenerationRequest, GenerationSta
 from securechat.engine.factory import build_engine
 from securechat.envelope import seal_request
 from securechat.framing import FrameDecoder
-from securechat.keys import RecipientKey
+from securechat.keys import RecipientKey, recipients_of
 from securechat.stream import ErrorEvent, FinalEvent, ResponseOpener, TextEvent
 
 REGION: Final = "us-west-1"
@@ -169,7 +169,7 @@ class ServingClient:
 
     async def refresh_keys(self) -> None:
         body = (await self._http.get(f"{self._base_url}/v1/keys", params={"region": REGION})).json()
-        self._keys = [RecipientKey.from_dict(key) for worker in body["workers"] for key in worker["keys"]]
+        self._keys = recipients_of(body["workers"])
 
     async def infer(self, index: int) -> RequestResult:
         body = build_body(PROMPT, max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, seed=index)

@@ -37,7 +37,7 @@ from benchmarks.stats import summarize
 from securechat.engine.base import SamplingParams
 from securechat.envelope import seal_request
 from securechat.errors import InvalidCiphertext, InvalidFrame
-from securechat.keys import RecipientKey
+from securechat.keys import RecipientKey, recipients_of
 from securechat.request_body import RequestBody
 from securechat.response import ResponseFailed, read_completion
 
@@ -74,7 +74,7 @@ class LoadReport:
 
 async def _keys(http: httpx.AsyncClient, tenant: Tenant, region: str) -> list[RecipientKey]:
     response = await http.get("/v1/keys", params={"region": region}, headers=_auth(tenant))
-    return [RecipientKey.from_dict(k) for w in response.json()["workers"] for k in w["keys"]]
+    return recipients_of(response.json()["workers"])
 
 
 def _auth(tenant: Tenant) -> dict[str, str]:

@@ -19,6 +19,7 @@ from securechat.config import AppSettings, RagSettings
 from securechat.engine.factory import build_engine
 from securechat.envelope import Envelope
 from securechat.host_limits import HostLimits
+from securechat.keys import WorkerKeys
 from securechat.rag.embedder import MiniLMEmbedder
 from securechat.rag.modes import CollectionModes
 from securechat.rag.service import RagOptions, RagService
@@ -62,6 +63,7 @@ class WorkerDeployment:
             region=region,
             engine=build_engine(engine_settings),
             max_new_tokens=engine_settings.max_new_tokens,
+            keys=WorkerKeys.generate(app.sealing.suites),
             observer=WorkerMetrics(worker_id, region),
             attester_factory=lambda identity: make_attester(identity, app),
             stream=app.stream,

@@ -121,7 +121,7 @@ def _cmd_manifest_build(args: argparse.Namespace) -> int:
         engine = settings.engine_for(region)
         # The same measurement deployments.worker.make_attester makes for this region's workers.
         registers = measure_app_worker(settings, region)
-        manifest = manifest_for_registers(args.name, args.release, registers)
+        manifest = manifest_for_registers(args.name, args.release, registers, suites=settings.sealing.suites)
     except KeyError:
         print(f"error: region {args.region} is not in {args.config}", file=sys.stderr)
         return EXIT_USAGE
@@ -133,12 +133,20 @@ def _cmd_manifest_build(args: argparse.Namespace) -> int:
             "warning: attestation.debug is on; verifiers refuse debug workers whatever the manifest says",
             file=sys.stderr,
         )
+    classical = [suite.value for suite in settings.sealing.suites if not suite.post_quantum]
+    if classical:
+        print(
+            f"warning: sealing.suites allows classical suites ({', '.join(classical)}): what clients seal with them"
+            " can be opened by whoever recorded it once a quantum computer breaks them",
+            file=sys.stderr,
+        )
     out = (args.out or DEFAULT_MANIFEST_PATH).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     save_manifest(out, sign_manifest(manifest, release_key))
     print(f"manifest {manifest.name} {manifest.release} for region {region} ({engine.model}) -> {out}")
     for name, values in sorted(manifest.registers.items()):
         print(f"  {name:<8} {' '.join(sorted(values))}")
+    print(f"  suites   {' '.join(suite.value for suite in manifest.suites)}")
     return 0
 
 

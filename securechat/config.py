@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from securechat.db.settings import DatabaseSettings
 from securechat.envelope import is_valid_id
-from securechat.keys import Suite
 from securechat.stream import DEFAULT_FRAME_BYTES, MAX_FRAME_BYTES, MIN_FRAME_BYTES
+from securechat.suites import DEFAULT_SUITES, Suite
 from securechat.tenants.auth import AuthSettings
 from securechat.tenants.settings import TenantsSettings
 
@@ -67,10 +67,27 @@ class GatewaySettings(_Strict):
     max_prompt_chars: int = Field(default=32_000, ge=1)
     max_envelope_bytes: int = Field(default=1 << 20, ge=1024)
     key_directory_ttl_s: float = Field(default=2.0, ge=0)
-    suite: Suite = Suite.HPKE_X25519  # how the gateway seals plain prompts
     retry_after_s: int = Field(default=1, ge=1)
     # GET /v1/attestation is anonymous and each fresh nonce is a broadcast to every worker: per gateway replica
     attestations_per_minute: int = Field(default=600, ge=1)
+
+
+class SealingSettings(_Strict):
+    """How requests are sealed to workers (securechat.suites). Every worker makes one key pair per suite listed;
+    ``securechat manifest build`` writes exactly these into the release manifest, so clients seal to no other;
+    the gateway seals plain prompts to each worker's key of the first suite it offers. The default is the
+    post-quantum hybrid alone. Listing ``hpke-x25519-...`` or ``rsa3072-oaep-...`` too is a compatibility
+    setting for old clients: what is sealed with them can be opened later by whoever recorded the traffic and
+    has a quantum computer by then."""
+
+    suites: tuple[Suite, ...] = DEFAULT_SUITES
+
+    @field_validator("suites")
+    @classmethod
+    def _suites_are_unique(cls, value: tuple[Suite, ...]) -> tuple[Suite, ...]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("sealing.suites must be a non-empty list of unique suites")
+        return value
 
 
 class DispatchSettings(_Strict):
@@ -150,6 +167,7 @@ class AppSettings(_Strict):
     regions: tuple[RegionSettings, ...] = (RegionSettings(name="us-west-1"),)
     engine: EngineSettings = EngineSettings()
     gateway: GatewaySettings = GatewaySettings()
+    sealing: SealingSettings = SealingSettings()
     dispatch: DispatchSettings = DispatchSettings()
     stream: StreamSettings = StreamSettings()
     attestation: AttestationSettings = AttestationSettings()

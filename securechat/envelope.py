@@ -2,13 +2,17 @@
 
 Layout (JSON on the wire, every binary field base64)::
 
-    header      canonical JSON bytes; the body's AAD (version, suite, request_id, tenant_id, mode, region, key_ids)
-    keys        {key_id: wrapped DEK}; wrap context = key_id + SHA-256(header), so a wrapped key cannot be moved
+    header      canonical JSON bytes; the body's AAD (version, request_id, tenant_id, mode, region, and for every
+                wrap its key id and suite)
+    keys        {key_id: wrapped DEK}; wrap context = suite + key_id + SHA-256(header), so a wrapped key cannot
+                be moved to another key, suite or envelope
     nonce       12 random bytes
     ciphertext  AES-256-GCM(DEK, nonce, body, aad=header)
 
-The sealer need not know which replica will be chosen: it wraps the DEK for every verified worker key of one
-suite. Opening authenticates everything before any plaintext is returned; every failure is InvalidCiphertext.
+The sealer need not know which replica will be chosen: it wraps the DEK for one verified key of every worker,
+in a suite its policy allows (``securechat.suites``; the post-quantum hybrid by default). The header names the
+suite of every wrap and is authenticated, so a host that strips, adds or relabels a wrap is refused. Opening
+authenticates everything before any plaintext is returned; every failure is InvalidCiphertext.
 """
 
 from __future__ import annotations
@@ -24,24 +28,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import hpke as _hpke
-from cryptography.hazmat.primitives.asymmetric import padding, rsa, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from securechat.errors import InvalidCiphertext
 from securechat.keys import RecipientKey, Suite, WorkerKeys
+from securechat.suites import unwrap, wrap
 
 # The protocol version, envelope and response stream together (securechat.stream); a worker refuses any other.
-# 2: response frames of one fixed, padded size, flushed on a cadence (1: a frame per chunk, unpadded).
-ENVELOPE_VERSION = 2
+# 3: the header names each wrap's suite (post-quantum hybrid wraps); 2: one suite per envelope, response
+# frames of one fixed, padded size flushed on a cadence; 1: a frame per chunk, unpadded.
+ENVELOPE_VERSION = 3
 DEK_BYTES = 32
 NONCE_BYTES = 12
 MAX_ENVELOPE_BYTES = 4 << 20
-MAX_HEADER_BYTES = 4096
+MAX_HEADER_BYTES = 32 << 10  # MAX_RECIPIENTS wraps of ~90 bytes each, plus the ids
 MAX_RECIPIENTS = 256
 
-_HPKE_SUITE = _hpke.Suite(_hpke.KEM.X25519, _hpke.KDF.HKDF_SHA256, _hpke.AEAD.AES_256_GCM)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 
 
@@ -52,50 +54,61 @@ def is_valid_id(value: object) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class EnvelopeHeader:
-    suite: Suite
     request_id: str
     tenant_id: str
     mode: str
     region: str
-    key_ids: tuple[str, ...]
+    wraps: tuple[tuple[str, Suite], ...]  # (key id, suite) of every wrapped DEK, sorted by key id
     version: int = ENVELOPE_VERSION
 
     def __post_init__(self) -> None:
         ids = (self.request_id, self.tenant_id, self.mode, self.region, *self.key_ids)
         if self.version != ENVELOPE_VERSION or not all(is_valid_id(value) for value in ids):
             raise ValueError("invalid envelope header")
-        if not 0 < len(self.key_ids) <= MAX_RECIPIENTS or list(self.key_ids) != sorted(set(self.key_ids)):
-            raise ValueError("key_ids must be sorted, unique and non-empty")
+        if not 0 < len(self.wraps) <= MAX_RECIPIENTS or list(self.key_ids) != sorted(set(self.key_ids)):
+            raise ValueError("wraps must be sorted by key id, unique and non-empty")
+        if not all(isinstance(suite, Suite) for _, suite in self.wraps):
+            raise ValueError("invalid envelope header")
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(key_id for key_id, _ in self.wraps)
+
+    def suite_of(self, key_id: str) -> Suite | None:
+        return next((suite for candidate, suite in self.wraps if candidate == key_id), None)
 
     def to_bytes(self) -> bytes:
         fields = {
             "v": self.version,
-            "suite": self.suite.value,
             "request_id": self.request_id,
             "tenant_id": self.tenant_id,
             "mode": self.mode,
             "region": self.region,
-            "key_ids": list(self.key_ids),
+            "wraps": {key_id: suite.value for key_id, suite in self.wraps},
         }
         return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EnvelopeHeader:
         """Strict parse; the bytes must be exactly the canonical encoding (one header, one byte string)."""
+        if len(data) > MAX_HEADER_BYTES:
+            raise ValueError("invalid envelope header")
         try:
             fields = json.loads(data)
+            wraps = fields["wraps"]
+            if not isinstance(wraps, dict):
+                raise ValueError("wraps must be an object")
             header = cls(
-                suite=Suite(fields["suite"]),
                 request_id=fields["request_id"],
                 tenant_id=fields["tenant_id"],
                 mode=fields["mode"],
                 region=fields["region"],
-                key_ids=tuple(fields["key_ids"]),
+                wraps=tuple((key_id, Suite(suite)) for key_id, suite in sorted(wraps.items())),
                 version=fields["v"],
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError("invalid envelope header") from exc
-        if header.to_bytes() != data or len(data) > MAX_HEADER_BYTES:
+        if header.to_bytes() != data:
             raise ValueError("invalid envelope header")
         return header
 
@@ -178,19 +191,9 @@ class OpenedRequest:
     dek: bytes = field(repr=False)
 
 
-def _wrap_context(key_id: str, header_bytes: bytes) -> bytes:
-    return b"securechat/v2/dek\x00" + key_id.encode() + b"\x00" + hashlib.sha256(header_bytes).digest()
-
-
-def _oaep(label: bytes) -> padding.OAEP:
-    return padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=label)
-
-
-def _wrap(recipient: RecipientKey, dek: bytes, context: bytes) -> bytes:
-    public_key = recipient.load()
-    if isinstance(public_key, x25519.X25519PublicKey):
-        return _HPKE_SUITE.encrypt(dek, public_key, info=context)
-    return public_key.encrypt(dek, _oaep(context))
+def _wrap_context(suite: Suite, key_id: str, header_bytes: bytes) -> bytes:
+    digest = hashlib.sha256(header_bytes).digest()
+    return b"securechat/v3/dek\x00" + suite.value.encode() + b"\x00" + key_id.encode() + b"\x00" + digest
 
 
 def seal_request(
@@ -201,54 +204,56 @@ def seal_request(
     mode: str,
     region: str,
     recipients: Sequence[RecipientKey],
-    suite: Suite = Suite.HPKE_X25519,
     _dek: bytes | None = None,
     _nonce: bytes | None = None,
 ) -> SealedRequest:
-    """Seal ``body`` for every recipient key of ``suite``; ``_dek``/``_nonce`` exist for known-answer tests."""
-    chosen = {key.key_id: key for key in recipients if key.suite is suite}
-    if not chosen:
-        raise ValueError("no recipient key for the chosen suite")
+    """Seal ``body`` for every recipient key, each in its own suite; ``_dek``/``_nonce`` exist for known-answer
+    tests. Which keys (and so which suites) to seal to is the caller's policy: ``preferred_key`` per worker."""
+    chosen = {key.key_id: key for key in recipients}
+    if not chosen or len(chosen) != len(recipients):
+        raise ValueError("recipients must be non-empty with unique key ids")
     header = EnvelopeHeader(
-        suite=suite,
         request_id=request_id,
         tenant_id=tenant_id,
         mode=mode,
         region=region,
-        key_ids=tuple(sorted(chosen)),
+        wraps=tuple((key_id, chosen[key_id].suite) for key_id in sorted(chosen)),
     )
     header_bytes = header.to_bytes()
     dek = _dek if _dek is not None else AESGCM.generate_key(bit_length=256)
     nonce = _nonce if _nonce is not None else os.urandom(NONCE_BYTES)
     if len(dek) != DEK_BYTES or len(nonce) != NONCE_BYTES:
         raise ValueError("bad DEK or nonce length")
-    wrapped = {key_id: _wrap(key, dek, _wrap_context(key_id, header_bytes)) for key_id, key in chosen.items()}
+    wrapped = {
+        key_id: wrap(key.suite, key.load(), dek, _wrap_context(key.suite, key_id, header_bytes))
+        for key_id, key in chosen.items()
+    }
     ciphertext = AESGCM(dek).encrypt(nonce, body, header_bytes)
     envelope = Envelope(header_bytes=header_bytes, wrapped_keys=wrapped, nonce=nonce, ciphertext=ciphertext)
     return SealedRequest(envelope=envelope, dek=dek)
 
 
 def open_request(envelope: Envelope, keys: WorkerKeys) -> OpenedRequest:
-    """Authenticate and open an envelope with this worker's keys. Every failure: InvalidCiphertext."""
+    """Authenticate and open an envelope with this worker's keys. Every failure: InvalidCiphertext.
+
+    The first wrap for one of this worker's key ids is the only one tried, and only in the suite that key was
+    made for: a header that names another suite for it is refused, never opened the other way.
+    """
     header = envelope.header
-    for key_id in header.key_ids:
+    for key_id, suite in header.wraps:
         found = keys.private_key_for(key_id)
         if found is None:
             continue
-        suite, private_key = found
-        if suite is not header.suite:
+        own_suite, private_key = found
+        if own_suite is not suite:
             break
-        context = _wrap_context(key_id, envelope.header_bytes)
+        context = _wrap_context(suite, key_id, envelope.header_bytes)
         try:
-            if isinstance(private_key, x25519.X25519PrivateKey):
-                dek = _HPKE_SUITE.decrypt(envelope.wrapped_keys[key_id], private_key, info=context)
-            else:
-                assert isinstance(private_key, rsa.RSAPrivateKey)
-                dek = private_key.decrypt(envelope.wrapped_keys[key_id], _oaep(context))
+            dek = unwrap(suite, private_key, envelope.wrapped_keys[key_id], context)
             if len(dek) != DEK_BYTES:
                 break
             body = AESGCM(dek).decrypt(envelope.nonce, envelope.ciphertext, envelope.header_bytes)
-        except (InvalidTag, ValueError):
+        except (InvalidTag, ValueError, TypeError):
             break
         return OpenedRequest(header=header, body=body, dek=dek)
     raise InvalidCiphertext()

@@ -1,41 +1,35 @@
 """Worker key pairs (made in memory, never exported) and the public keys that senders seal to.
 
-A worker holds one key pair per suite. Its public half travels as a ``RecipientKey``: suite, key id and the
-SubjectPublicKeyInfo DER. ``key_id`` is the SHA-256 of that DER, so a key id names exactly one public key.
+A worker holds one key pair per configured suite (``securechat.suites``; by default only the post-quantum
+hybrid). Its public half travels as a ``RecipientKey``: suite, key id and the suite's public encoding.
+``key_id`` is the SHA-256 of that encoding, so a key id names exactly one public key.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, NoReturn
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa, x25519
+from securechat.suites import (
+    DEFAULT_SUITES,
+    PrivateKey,
+    PublicKey,
+    Suite,
+    generate_key_pair,
+    load_public_key,
+    suite_of,
+)
 
-RSA_KEY_BITS = 3072
 KEY_ID_HEX_CHARS = 32  # 128 bits of SHA-256: collision-safe for key directories
 
-
-class Suite(StrEnum):
-    """How the per-request data key (DEK) is wrapped for a worker; the body is always AES-256-GCM."""
-
-    HPKE_X25519 = "hpke-x25519-hkdf-sha256-aes256gcm"  # RFC 9180 base mode
-    RSA_OAEP = "rsa3072-oaep-sha256-aes256gcm"  # the prototype's hybrid scheme
+__all__ = ["KEY_ID_HEX_CHARS", "RecipientKey", "Suite", "WorkerKeys", "key_id_for", "preferred_key", "recipients_of"]
 
 
-PublicKey = x25519.X25519PublicKey | rsa.RSAPublicKey
-PrivateKey = x25519.X25519PrivateKey | rsa.RSAPrivateKey
-
-
-def _spki_der(public_key: PublicKey) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def key_id_for(public_key_der: bytes) -> str:
-    return hashlib.sha256(public_key_der).hexdigest()[:KEY_ID_HEX_CHARS]
+def key_id_for(public_key_bytes: bytes) -> str:
+    return hashlib.sha256(public_key_bytes).hexdigest()[:KEY_ID_HEX_CHARS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,29 +38,23 @@ class RecipientKey:
 
     suite: Suite
     key_id: str
-    public_key_der: bytes
+    public_key_bytes: bytes  # SPKI DER (X25519, RSA) or the hybrid KEM's own encoding (securechat.suites)
 
     @classmethod
-    def from_public_key(cls, suite: Suite, public_key: PublicKey) -> RecipientKey:
-        der = _spki_der(public_key)
-        return cls(suite=suite, key_id=key_id_for(der), public_key_der=der)
+    def from_public_bytes(cls, suite: Suite, public_key_bytes: bytes) -> RecipientKey:
+        return cls(suite=suite, key_id=key_id_for(public_key_bytes), public_key_bytes=public_key_bytes)
 
     def load(self) -> PublicKey:
         """The key object, after checking it matches its suite and its id (a substituted key is refused)."""
-        if key_id_for(self.public_key_der) != self.key_id:
+        if key_id_for(self.public_key_bytes) != self.key_id:
             raise ValueError("key id does not match public key")
-        key = serialization.load_der_public_key(self.public_key_der)
-        if self.suite is Suite.HPKE_X25519 and isinstance(key, x25519.X25519PublicKey):
-            return key
-        if self.suite is Suite.RSA_OAEP and isinstance(key, rsa.RSAPublicKey) and key.key_size >= RSA_KEY_BITS:
-            return key
-        raise ValueError("public key does not fit its suite")
+        return load_public_key(self.suite, self.public_key_bytes)
 
     def to_dict(self) -> dict[str, str]:
         return {
             "suite": self.suite.value,
             "key_id": self.key_id,
-            "public_key": base64.b64encode(self.public_key_der).decode(),
+            "public_key": base64.b64encode(self.public_key_bytes).decode(),
         }
 
     @classmethod
@@ -74,10 +62,23 @@ class RecipientKey:
         key = cls(
             suite=Suite(data["suite"]),
             key_id=str(data["key_id"]),
-            public_key_der=base64.b64decode(data["public_key"], validate=True),
+            public_key_bytes=base64.b64decode(data["public_key"], validate=True),
         )
         key.load()
         return key
+
+
+def preferred_key(keys: Iterable[RecipientKey], suites: Sequence[Suite]) -> RecipientKey | None:
+    """One worker's key to seal to: of the suites allowed, the earliest in ``suites`` it offers; None if none."""
+    offered = {key.suite: key for key in keys}
+    return next((offered[suite] for suite in suites if suite in offered), None)
+
+
+def recipients_of(workers: Iterable[Mapping[str, Any]], suites: Sequence[Suite] = DEFAULT_SUITES) -> list[RecipientKey]:
+    """One key per worker of a key-directory listing (``GET /v1/keys``'s ``workers``: unverified, for tools
+    that trust the host), of the earliest of ``suites`` each offers; workers offering none are left out."""
+    chosen = (preferred_key((RecipientKey.from_dict(key) for key in worker["keys"]), suites) for worker in workers)
+    return [key for key in chosen if key is not None]
 
 
 class WorkerKeys:
@@ -86,21 +87,21 @@ class WorkerKeys:
 
     __slots__ = ("_private", "_public")
 
-    def __init__(self, private_keys: dict[Suite, PrivateKey]) -> None:
-        self._private = dict(private_keys)
-        self._public = {
-            suite: RecipientKey.from_public_key(suite, key.public_key()) for suite, key in self._private.items()
-        }
+    def __init__(self, key_pairs: Mapping[Suite, tuple[PrivateKey, bytes]]) -> None:
+        """``key_pairs``: suite -> (private key, public encoding), e.g. from ``securechat.suites``."""
+        if not key_pairs:
+            raise ValueError("a worker needs at least one key pair")
+        self._private: dict[Suite, PrivateKey] = {}
+        self._public: dict[Suite, RecipientKey] = {}
+        for suite, (private_key, public_bytes) in key_pairs.items():
+            if suite_of(private_key) is not suite:
+                raise ValueError("private key does not fit its suite")
+            self._private[suite] = private_key
+            self._public[suite] = RecipientKey.from_public_bytes(suite, public_bytes)
 
     @classmethod
-    def generate(cls, suites: tuple[Suite, ...] = (Suite.HPKE_X25519, Suite.RSA_OAEP)) -> WorkerKeys:
-        keys: dict[Suite, PrivateKey] = {}
-        for suite in suites:
-            if suite is Suite.HPKE_X25519:
-                keys[suite] = x25519.X25519PrivateKey.generate()
-            else:
-                keys[suite] = rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
-        return cls(keys)
+    def generate(cls, suites: Sequence[Suite] = DEFAULT_SUITES) -> WorkerKeys:
+        return cls({suite: generate_key_pair(suite) for suite in suites})
 
     @property
     def public_keys(self) -> tuple[RecipientKey, ...]:

@@ -45,6 +45,7 @@ from securechat.keys import Suite, WorkerKeys
 from securechat.rag.modes import CollectionModes
 from securechat.rag.store_client import AsyncDocumentStore
 from securechat.stream import MIN_FRAME_BYTES
+from securechat.suites import DEFAULT_SUITES
 from securechat.tenants.auth import AuthMode, AuthSettings
 from securechat.tenants.policy import TenantPolicy
 from securechat.tenants.settings import TenantsSettings
@@ -71,11 +72,14 @@ class TrustFiles:
     root: ed25519.Ed25519PrivateKey
 
     @classmethod
-    def create(cls, directory: Path, registers: Mapping[str, str] = REGISTERS) -> TrustFiles:
+    def create(
+        cls, directory: Path, registers: Mapping[str, str] = REGISTERS, suites: tuple[Suite, ...] = DEFAULT_SUITES
+    ) -> TrustFiles:
         directory.mkdir(parents=True, exist_ok=True)
         create_root(directory / "root.pem")
         create_release_key(directory / "release.pem")
-        manifest = ReleaseManifest("securechat", "test", {k: frozenset({v}) for k, v in registers.items()}, 0)
+        allowed = {k: frozenset({v}) for k, v in registers.items()}
+        manifest = ReleaseManifest("securechat", "test", allowed, 0, suites)
         save_manifest(directory / "manifest.json", sign_manifest(manifest, load_release_key(directory / "release.pem")))
         return cls(directory, load_root(directory / "root.pem"))
 
@@ -121,13 +125,14 @@ def make_worker(
     collections: CollectionModes | None = None,
     engine: Engine | None = None,
     max_new_tokens: int = 8,
+    suites: tuple[Suite, ...] = DEFAULT_SUITES,
 ) -> EnclaveWorker:
     worker = EnclaveWorker(
         worker_id,
         REGION,
         engine or ScriptedEngine(chunks),
         max_new_tokens,
-        keys=WorkerKeys.generate((Suite.HPKE_X25519,)),  # RSA key generation is slow and not needed here
+        keys=WorkerKeys.generate(suites),
         attester_factory=lambda identity: Attester(root, identity, registers, key_ttl_s=3600, debug=debug),
         stream=stream,
         collections=collections,

@@ -9,7 +9,7 @@ from typing import Any
 
 from securechat.dispatcher import Selection, WorkerLost
 from securechat.engine.base import ChatMessage, Engine, EngineDeadError, GenerationRequest, GenerationStats, TextChunk
-from securechat.envelope import Envelope
+from securechat.envelope import Envelope, EnvelopeHeader
 from securechat.host_limits import HostLimits
 
 
@@ -75,6 +75,7 @@ class FakePool:
         self.die_before_first_frame: set[str] = set()
         self.die_after_items: dict[str, int] = {}  # items of wire bytes: the start frame, then one per flush
         self.dispatched_to: list[str] = []
+        self.headers: list[EnvelopeHeader] = []  # of every envelope dispatched, in order
 
     def choose(self) -> Any:
         pool = self
@@ -101,6 +102,7 @@ class FakePool:
         self, selection: Selection, envelope: bytes, limits: HostLimits | None = None
     ) -> AsyncGenerator[bytes, None]:
         self.dispatched_to.append(selection.replica_id)
+        self.headers.append(Envelope.from_bytes(envelope).header)
         if selection.replica_id in self.die_before_first_frame:
             raise WorkerLost()
         limit = self.die_after_items.get(selection.replica_id)

@@ -87,9 +87,10 @@ def pinned_client_config(
     release_key = directory / "release.pem"
     if not release_key.exists():
         create_release_key(release_key)
-    registers = measure_app_worker(AppSettings.model_validate(args), region)
+    settings = AppSettings.model_validate(args)
+    registers = measure_app_worker(settings, region)
     manifest_path = directory / f"manifest-{region}-{release}.json"
-    manifest = manifest_for_registers("securechat", release, registers)
+    manifest = manifest_for_registers("securechat", release, registers, suites=settings.sealing.suites)
     save_manifest(manifest_path, sign_manifest(manifest, load_release_key(release_key)))
     return ClientConfig(
         tenant_id=tenant_id,

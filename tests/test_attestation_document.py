@@ -24,14 +24,15 @@ from securechat.attestation import (
 )
 from securechat.attestation._canonical import canonical_json
 from securechat.config import StreamSettings
-from securechat.keys import Suite, WorkerKeys
+from securechat.keys import WorkerKeys
+from securechat.suites import DEFAULT_SUITES
 from securechat.worker import WorkerIdentity
 
 NOW = 1_700_000_000
 NONCE = "c0ffee" * 8
 REGISTERS = {"code": "1" * 64, "config": "2" * 64, "model": "3" * 64}
 ROOT = ed25519.Ed25519PrivateKey.generate()
-IDENTITY = WorkerIdentity("worker-1", "us-west-1", WorkerKeys.generate((Suite.HPKE_X25519,)).public_keys)
+IDENTITY = WorkerIdentity("worker-1", "us-west-1", WorkerKeys.generate().public_keys)
 CANARY = "PROMPT-CANARY-do-not-log"
 
 
@@ -186,9 +187,11 @@ def test_build_manifest_accepts_exactly_the_current_measurements(tmp_path: Path)
         {**engine, "max_input_tokens": 8, "max_new_tokens": 8, "disable_eos": False, "options": {}},
         debug=False,
         stream=StreamSettings().model_dump(mode="json"),
+        suites=[suite.value for suite in DEFAULT_SUITES],
     )
     manifest = build_manifest("securechat", "v1", package_dir=package, config=config, model_dir=model, now=NOW)
     assert set(manifest.registers) == {"code", "config", "model"}
+    assert manifest.suites == DEFAULT_SUITES
     assert all(len(values) == 1 for values in manifest.registers.values())
     assert manifest.created_at == NOW
 

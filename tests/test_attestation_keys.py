@@ -27,7 +27,7 @@ from securechat.attestation import (
 from securechat.attestation._keyfile import KeyFileError, public_path_for
 from securechat.attestation.manifest import default_release_key_path
 from securechat.attestation.platform_root import ROOT_PATH_ENV
-from securechat.keys import Suite, WorkerKeys
+from securechat.keys import WorkerKeys
 from securechat.worker import WorkerIdentity
 
 NOW = 1_700_000_000
@@ -128,7 +128,7 @@ def _secret_spellings(key: ed25519.Ed25519PrivateKey) -> list[str]:
 
 def test_private_keys_never_appear_in_documents_or_reprs() -> None:
     root = ed25519.Ed25519PrivateKey.generate()
-    identity = WorkerIdentity("worker-1", "us-west-1", WorkerKeys.generate((Suite.HPKE_X25519,)).public_keys)
+    identity = WorkerIdentity("worker-1", "us-west-1", WorkerKeys.generate().public_keys)
     attester = Attester(root, identity, REGISTERS, key_ttl_s=600, now=NOW)
     document = attester.attest(NONCE, now=NOW)
     signing_key: ed25519.Ed25519PrivateKey = attester._signing_key  # test-only peek at the attestation key
@@ -140,6 +140,6 @@ def test_private_keys_never_appear_in_documents_or_reprs() -> None:
 
 def test_attester_refuses_pickling() -> None:
     root = ed25519.Ed25519PrivateKey.generate()
-    identity = WorkerIdentity("worker-1", "us-west-1", WorkerKeys.generate((Suite.HPKE_X25519,)).public_keys)
+    identity = WorkerIdentity("worker-1", "us-west-1", WorkerKeys.generate().public_keys)
     with pytest.raises(TypeError):
         pickle.dumps(Attester(root, identity, REGISTERS, key_ttl_s=600, now=NOW))

@@ -9,7 +9,7 @@ import pytest
 
 from securechat.attestation import measure_code, measure_config, measure_model, measure_worker, runtime_config
 from securechat.attestation.measurement import _CHUNK_BYTES, CONFIG_FIELDS, default_package_dir
-from securechat.config import StreamSettings
+from securechat.config import SealingSettings, StreamSettings
 
 ENGINE = {
     "kind": "hf",
@@ -24,6 +24,7 @@ ENGINE = {
     "options": {},
 }
 STREAM = StreamSettings().model_dump(mode="json")
+SUITES = [suite.value for suite in SealingSettings().suites]
 
 
 def _package(root: Path) -> Path:
@@ -88,32 +89,41 @@ def test_real_package_measures() -> None:
 
 
 def test_config_register_covers_behaviour_not_placement() -> None:
-    base = runtime_config(ENGINE, debug=False, stream=STREAM)
-    assert set(base) == {*CONFIG_FIELDS, "debug", "stream"}
+    base = runtime_config(ENGINE, debug=False, stream=STREAM, suites=SUITES)
+    assert set(base) == {*CONFIG_FIELDS, "debug", "stream", "suites"}
     assert "device" not in base
     assert measure_config(base) == measure_config(dict(reversed(list(base.items()))))
-    placed = runtime_config({**ENGINE, "device": "cuda:1"}, debug=False, stream=STREAM)
+    placed = runtime_config({**ENGINE, "device": "cuda:1"}, debug=False, stream=STREAM, suites=SUITES)
     assert measure_config(placed) == measure_config(base)
     for name, value in [("dtype", "bf16"), ("max_new_tokens", 129), ("quantization", "int8"), ("options", {"a": 1})]:
-        changed = runtime_config({**ENGINE, name: value}, debug=False, stream=STREAM)
+        changed = runtime_config({**ENGINE, name: value}, debug=False, stream=STREAM, suites=SUITES)
         assert measure_config(changed) != measure_config(base)
-    assert measure_config(runtime_config(ENGINE, debug=True, stream=STREAM)) != measure_config(base)
+    assert measure_config(runtime_config(ENGINE, debug=True, stream=STREAM, suites=SUITES)) != measure_config(base)
 
 
 def test_config_register_covers_what_the_host_sees_of_an_answer() -> None:
     """A host that shrank frames or turned constant rate off would change the register a client pins."""
-    base = measure_config(runtime_config(ENGINE, debug=False, stream=STREAM))
+    base = measure_config(runtime_config(ENGINE, debug=False, stream=STREAM, suites=SUITES))
     for name, value in [
         ("frame_bytes", 4096),
         ("flush_interval_ms", 10.0),
         ("constant_rate", not STREAM["constant_rate"]),
     ]:
-        assert measure_config(runtime_config(ENGINE, debug=False, stream={**STREAM, name: value})) != base
+        assert (
+            measure_config(runtime_config(ENGINE, debug=False, stream={**STREAM, name: value}, suites=SUITES)) != base
+        )
+
+
+def test_config_register_covers_the_suites_requests_are_sealed_with() -> None:
+    """A host that made its workers offer classical keys too would change the register a client pins."""
+    base = measure_config(runtime_config(ENGINE, debug=False, stream=STREAM, suites=SUITES))
+    with_classical = [*SUITES, "hpke-x25519-hkdf-sha256-aes256gcm"]
+    assert measure_config(runtime_config(ENGINE, debug=False, stream=STREAM, suites=with_classical)) != base
 
 
 def test_runtime_config_requires_every_measured_field() -> None:
     with pytest.raises(ValueError):
-        runtime_config({k: v for k, v in ENGINE.items() if k != "dtype"}, debug=False, stream=STREAM)
+        runtime_config({k: v for k, v in ENGINE.items() if k != "dtype"}, debug=False, stream=STREAM, suites=SUITES)
 
 
 def test_model_register_covers_every_file_but_hidden_ones(tmp_path: Path) -> None:
@@ -150,6 +160,8 @@ def test_model_register_refuses_empty_or_missing_directory(tmp_path: Path) -> No
 
 
 def test_measure_worker_names_three_registers(tmp_path: Path) -> None:
-    registers = measure_worker(_package(tmp_path), runtime_config(ENGINE, debug=False, stream=STREAM), _model(tmp_path))
+    registers = measure_worker(
+        _package(tmp_path), runtime_config(ENGINE, debug=False, stream=STREAM, suites=SUITES), _model(tmp_path)
+    )
     assert set(registers) == {"code", "config", "model"}
     assert len(set(registers.values())) == 3  # domain separation: equal inputs would still differ per register

@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from securechat.attestation import (
     AttestationDocument,
@@ -34,8 +34,9 @@ NONCE = new_nonce()
 ROOT = ed25519.Ed25519PrivateKey.generate()
 RELEASE = ed25519.Ed25519PrivateKey.generate()
 REGISTERS = {name: hashlib.sha256(name.encode()).hexdigest() for name in ("code", "config", "model")}
-KEYS_A = WorkerKeys.generate((Suite.HPKE_X25519,))
-KEYS_B = WorkerKeys.generate((Suite.HPKE_X25519,))
+HYBRID, X25519, RSA = Suite.HPKE_MLKEM768_X25519, Suite.HPKE_X25519, Suite.RSA_OAEP
+KEYS_A = WorkerKeys.generate()
+KEYS_B = WorkerKeys.generate()
 WORKER_A = WorkerIdentity("worker-a", "us-west-1", KEYS_A.public_keys)
 WORKER_B = WorkerIdentity("worker-b", "us-west-1", KEYS_B.public_keys)
 MANIFEST = sign_manifest(ReleaseManifest("securechat", "v1", {k: {v} for k, v in REGISTERS.items()}, NOW), RELEASE)
@@ -67,14 +68,29 @@ def test_valid_document_yields_its_keys() -> None:
     assert worker.worker_id == "worker-a"
     assert worker.keys == KEYS_A.public_keys
     assert worker.expires_at == NOW + 3600
-    assert worker.key_for(Suite.HPKE_X25519) == KEYS_A.public_key(Suite.HPKE_X25519)
-    assert worker.key_for(Suite.RSA_OAEP) is None
+    assert worker.key_for([HYBRID]) == KEYS_A.public_key(HYBRID)
+    assert worker.key_for([RSA]) is None
 
 
-def test_both_suites_verify() -> None:
-    keys = WorkerKeys.generate()
-    worker = _verifier().verify(_document(WorkerIdentity("worker-c", "eu-1", keys.public_keys)), NONCE)
-    assert {key.suite for key in worker.keys} == {Suite.HPKE_X25519, Suite.RSA_OAEP}
+def _manifest_allowing(*suites: Suite) -> SignedManifest:
+    return sign_manifest(ReleaseManifest("securechat", "v1", MANIFEST.manifest.registers, NOW, suites), RELEASE)
+
+
+def test_every_suite_verifies_where_the_manifest_allows_it() -> None:
+    keys = WorkerKeys.generate((X25519, RSA, HYBRID))
+    document = _document(WorkerIdentity("worker-c", "eu-1", keys.public_keys))
+    worker = _verifier(_manifest_allowing(HYBRID, X25519, RSA)).verify(document, NONCE)
+    assert {key.suite for key in worker.keys} == {HYBRID, X25519, RSA}
+    assert worker.key_for([X25519, HYBRID]) == keys.public_key(X25519)  # the caller's order decides
+    # The default manifest allows the hybrid only: classical keys are dropped, never handed out for sealing.
+    assert _verifier().verify(document, NONCE).keys == (keys.public_key(HYBRID),)
+
+
+def test_a_worker_offering_only_classical_keys_is_refused_by_a_hybrid_manifest() -> None:
+    """The downgrade: the host shows a worker with an X25519 key alone, to record what is sealed to it."""
+    classical = WorkerIdentity("worker-c", "us-west-1", WorkerKeys.generate((X25519,)).public_keys)
+    assert _refusal(_document(classical)).reason is AttestationFailure.NO_ALLOWED_SUITE
+    assert _verifier(_manifest_allowing(X25519)).verify(_document(classical), NONCE).worker_id == "worker-c"
 
 
 def test_malformed_document() -> None:
@@ -193,14 +209,16 @@ def test_key_expired() -> None:
 
 
 def test_worker_a_document_carrying_worker_b_key_under_a_key_id() -> None:
-    a_key, b_key = KEYS_A.public_key(Suite.HPKE_X25519), KEYS_B.public_key(Suite.HPKE_X25519)
-    substituted = RecipientKey(Suite.HPKE_X25519, a_key.key_id, b_key.public_key_der)
+    a_key, b_key = KEYS_A.public_key(HYBRID), KEYS_B.public_key(HYBRID)
+    substituted = RecipientKey(HYBRID, a_key.key_id, b_key.public_key_bytes)
     identity = WorkerIdentity("worker-a", "us-west-1", (substituted,))
     assert _refusal(_document(identity)).reason is AttestationFailure.KEY_ID_MISMATCH
 
 
-def test_key_that_does_not_fit_its_suite() -> None:
-    wrong_suite = RecipientKey.from_public_key(Suite.RSA_OAEP, x25519.X25519PrivateKey.generate().public_key())
+@pytest.mark.parametrize(("claimed", "real"), [(RSA, X25519), (HYBRID, X25519), (X25519, HYBRID)])
+def test_key_that_does_not_fit_its_suite(claimed: Suite, real: Suite) -> None:
+    real_key = WorkerKeys.generate((real,)).public_key(real)
+    wrong_suite = RecipientKey.from_public_bytes(claimed, real_key.public_key_bytes)
     identity = WorkerIdentity("worker-a", "us-west-1", (wrong_suite,))
     assert _refusal(_document(identity)).reason is AttestationFailure.KEY_INVALID
 
@@ -239,13 +257,13 @@ def test_verify_all_keeps_verified_and_refused_apart() -> None:
         (1, AttestationFailure.DEBUG_ENABLED, "worker-b"),
         (2, AttestationFailure.MALFORMED, None),
     ]
-    assert report.recipient_keys() == list(KEYS_A.public_keys)
-    assert report.recipient_keys(Suite.RSA_OAEP) == []
+    assert report.recipient_keys([HYBRID]) == list(KEYS_A.public_keys)
+    assert report.recipient_keys([RSA]) == []
 
 
 def test_verify_all_with_nothing_verified_gives_no_keys() -> None:
     report = _verifier().verify_all([_document(debug=True)], NONCE)
-    assert report.verified == () and report.recipient_keys() == []
+    assert report.verified == () and report.recipient_keys([HYBRID]) == []
 
 
 def test_verify_does_not_mutate_its_input() -> None:

@@ -37,7 +37,7 @@ def test_key_init_writes_a_private_0600_key_and_prints_the_pub_path(
     assert path.read_bytes() != before and stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def _serve_config(tmp_path: Path, *, debug: bool) -> Path:
+def _serve_config(tmp_path: Path, *, debug: bool, suites: list[str] | None = None) -> Path:
     model_dir = tmp_path / "model"
     model_dir.mkdir(exist_ok=True)
     (model_dir / "config.json").write_text('{"model_type": "qwen2"}')
@@ -47,6 +47,8 @@ def _serve_config(tmp_path: Path, *, debug: bool) -> Path:
         "engine": {"kind": "hf", "model": str(model_dir), "dtype": "fp32", "device": "cpu", "max_new_tokens": 64},
         "attestation": {"root_key_path": str(tmp_path / "root.pem"), "debug": debug},
     }
+    if suites is not None:
+        args["sealing"] = {"suites": suites}
     config = {"applications": [{"name": "securechat", "import_path": "deployments.app:build_app", "args": args}]}
     path = tmp_path / "serve_config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -69,13 +71,28 @@ def test_manifest_build_signs_exactly_what_a_worker_measures(
     assert signed.verify(load_release_public(Path(f"{release_key}.pub")))
     assert (signed.manifest.name, signed.manifest.release) == ("securechat", "r1")
     settings = AppSettings.model_validate(yaml.safe_load(config_path.read_text())["applications"][0]["args"])
-    identity = WorkerIdentity("w0", region, WorkerKeys.generate((Suite.HPKE_X25519,)).public_keys)
+    identity = WorkerIdentity("w0", region, WorkerKeys.generate().public_keys)
     attester = make_attester(identity, settings)
     measured = dict(attester.attest(new_nonce()).registers)
     assert {name: set(values) for name, values in signed.manifest.registers.items()} == {
         name: {value} for name, value in measured.items()
     }
     assert all(value in out for value in measured.values())
+    assert signed.manifest.suites == (Suite.HPKE_MLKEM768_X25519,)
+    assert "suites   hpke-mlkem768x25519-hkdf-sha256-aes256gcm" in out
+
+
+def test_manifest_build_writes_the_profiles_suites_and_warns_about_classical_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suites = [Suite.HPKE_MLKEM768_X25519.value, Suite.HPKE_X25519.value]
+    release_key = tmp_path / "release.pem"
+    main(["release-key", "init", "--path", str(release_key)])
+    out_path = tmp_path / "manifest.json"
+    argv = ["manifest", "build", "--config", str(_serve_config(tmp_path, debug=False, suites=suites))]
+    assert main([*argv, "--release-key", str(release_key), "--out", str(out_path)]) == 0
+    assert [suite.value for suite in load_manifest(out_path).manifest.suites] == suites
+    assert "sealing.suites allows classical suites (hpke-x25519-hkdf-sha256-aes256gcm)" in capsys.readouterr().err
 
 
 def test_manifest_build_reports_an_unknown_region(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,6 +125,14 @@ def test_attest_prints_verified_workers_and_refusals(
     assert "verified w-good" in out and good.key_id in out and "keys expire 20" in out
     assert f"register code     {REGISTERS['code']}" in out
     assert "refused  #1 (w-bad): register_not_allowed:config" in out
+
+
+def test_a_client_sealing_only_with_a_suite_the_manifest_does_not_allow_sends_nothing(
+    service: LocalService, trust: TrustFiles, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["chat", "Hi", "--suite", "x25519", *trust.cli_flags(service.url)]) == 1
+    assert "none with a key of a suite this client seals with (hpke-x25519" in capsys.readouterr().err
+    assert service.paths["/infer"] == 0
 
 
 def test_attest_exits_non_zero_when_none_verify(

@@ -3,6 +3,7 @@ proxy, and a canary proving the host side never handles the prompt or the answer
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,8 +19,11 @@ from deployments.local import LocalApp
 from securechat.attestation import (
     load_manifest,
     load_release_key,
+    new_nonce,
 )
 from securechat.client import ClientConfig, ReleaseNotLogged, SecureChatClient
+from securechat.envelope import Envelope
+from securechat.keys import Suite
 from securechat.proxy.app import create_proxy_app
 from securechat.transparency import DEFAULT_ORIGIN, NoteSigner, ReleaseLog, SignatureType, SqliteLogStore
 from tests.client_harness import serve_asgi
@@ -66,6 +70,25 @@ def test_sdk_verifies_every_worker_and_reads_its_answer(client_config: ClientCon
         completion = client.complete("Tell me a story.", max_new_tokens=10, temperature=0.8, seed=3)
     assert completion.metrics["output_tokens"] == 10
     assert completion.metrics["worker_id"] in {w.worker_id for w in report.verified}
+
+
+def test_the_app_offers_only_post_quantum_keys(ray_app: LocalApp, client_config: ClientConfig) -> None:
+    """The default sealing profile: /v1/keys and every attestation document carry the hybrid key alone, and
+    what the SDK sends names only hybrid wraps."""
+    hybrid = Suite.HPKE_MLKEM768_X25519.value
+    for region in (r["name"] for r in APP_ARGS["regions"]):
+        workers = httpx.get(f"{ray_app.base_url}/v1/keys", params={"region": region}, timeout=10).json()["workers"]
+        assert workers and {key["suite"] for worker in workers for key in worker["keys"]} == {hybrid}
+    nonce = new_nonce()
+    answer = httpx.get(f"{ray_app.base_url}/v1/attestation", params={"region": MAIN_REGION, "nonce": nonce}, timeout=30)
+    documents = answer.json()["documents"]
+    assert len(documents) == 2
+    assert {key["suite"] for document in documents for key in document["public_keys"]} == {hybrid}
+    recording = Recording()
+    with SecureChatClient(client_config, httpx.Client(transport=recording, timeout=60)) as client:
+        assert client.complete("Hi", max_new_tokens=4).metrics["output_tokens"] == 4
+    sent = json.loads(recording.sent[recording.sent.index(b'{"tenant_id"') :])
+    assert set(dict(Envelope.from_dict(sent["envelope"]).header.wraps).values()) == {Suite.HPKE_MLKEM768_X25519}
 
 
 @pytest.fixture

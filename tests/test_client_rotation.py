@@ -11,6 +11,7 @@ import pytest
 from securechat.client import SecureChatClient, ServiceError
 from securechat.envelope import Envelope, seal_request
 from securechat.request_body import RequestBody
+from securechat.suites import DEFAULT_SUITES
 from tests.client_harness import REGION, TENANT, LocalService, TrustFiles, make_worker, serve_gateway
 
 
@@ -46,12 +47,14 @@ def test_client_reattests_after_stale_keys_and_succeeds(trust: TrustFiles) -> No
             tenant_id=TENANT,
             mode="plain",
             region=REGION,
-            recipients=old.recipient_keys(),
+            recipients=old.recipient_keys(DEFAULT_SUITES),
         )
         payload = {"tenant_id": TENANT, "mode": "plain", "region": REGION, "envelope": sealed.envelope.to_dict()}
         refused = httpx.post(f"{service.url}/infer", json=payload)
     assert refused.status_code == 409 and refused.json()["error"] == "stale_keys"
-    assert {k.key_id for k in old.recipient_keys()}.isdisjoint(k.key_id for k in new.recipient_keys())
+    assert {k.key_id for k in old.recipient_keys(DEFAULT_SUITES)}.isdisjoint(
+        k.key_id for k in new.recipient_keys(DEFAULT_SUITES)
+    )
     assert sorted(w.worker_id for w in new.verified) == ["w0-gen1", "w1-gen1"]
     assert service.paths["/infer"] == 1 + 2 + 1 and service.paths["/v1/attestation"] == 3
     assert len(set(request_ids)) == len(request_ids) == 3  # the retry was resealed under a new request id

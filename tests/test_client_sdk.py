@@ -10,6 +10,7 @@ import pytest
 
 from securechat.client import AttestationFailed, ConfigError, SecureChatClient, ServiceError
 from securechat.envelope import Envelope
+from securechat.keys import Suite
 from tests.client_harness import REGISTERS, LocalService, TrustFiles, make_worker, serve_gateway
 
 
@@ -89,6 +90,39 @@ def test_refusals_propagate_and_nothing_is_sent(case: str, reason: str, trust: T
         assert "register_not_allowed:model" in str(caught.value)
     assert service.paths["/infer"] == 0 and service.infer_calls == []
     assert service.paths["/v1/attestation"] == 2
+
+
+def test_a_hybrid_manifest_refuses_a_worker_offering_only_x25519_and_sends_nothing(trust: TrustFiles) -> None:
+    """The downgrade a host could try: workers that offer only a classical key, so that what is sealed to them
+    can be recorded now and opened later. The pinned manifest requires the hybrid: refused by name, no prompt."""
+    classical = [make_worker(f"w{i}", trust.root, suites=(Suite.HPKE_X25519,)) for i in range(2)]
+    with serve_gateway(classical) as service:
+        client = SecureChatClient(trust.client_config(service.url))
+        with pytest.raises(AttestationFailed) as caught:
+            client.chat("Hi")
+    assert caught.value.reasons == ["no_allowed_suite", "no_allowed_suite"]
+    assert service.paths["/infer"] == 0 and service.infer_calls == []
+
+
+def test_a_client_that_seals_only_with_the_hybrid_refuses_what_a_compatibility_manifest_allows(
+    tmp_path: Path,
+) -> None:
+    """A compatibility manifest allows X25519 too; a client left at the default still seals with the hybrid
+    and refuses a classical-only worker, while one configured for X25519 talks to it."""
+    compat = TrustFiles.create(tmp_path, suites=(Suite.HPKE_MLKEM768_X25519, Suite.HPKE_X25519))
+    both = make_worker("w0", compat.root, suites=(Suite.HPKE_X25519, Suite.HPKE_MLKEM768_X25519))
+    classical = make_worker("w1", compat.root, suites=(Suite.HPKE_X25519,))
+    sent: list[bytes] = []
+    hooks = {"request": [lambda request: sent.append(request.read()) if request.url.path == "/infer" else None]}
+    with serve_gateway([both, classical]) as service, httpx.Client(event_hooks=hooks) as http:
+        client = SecureChatClient(compat.client_config(service.url), http)
+        assert client.chat("Hi") == "Hello, world"
+        wraps = dict(Envelope.from_dict(httpx.Response(200, content=sent[-1]).json()["envelope"]).header.wraps)
+        assert wraps == {both.identity.public_keys[1].key_id: Suite.HPKE_MLKEM768_X25519}  # w1 left out
+        legacy = SecureChatClient(compat.client_config(service.url, suites=(Suite.HPKE_X25519,)), http)
+        assert legacy.chat("Hi") == "Hello, world"
+        wraps = dict(Envelope.from_dict(httpx.Response(200, content=sent[-1]).json()["envelope"]).header.wraps)
+        assert set(wraps.values()) == {Suite.HPKE_X25519} and len(wraps) == 2
 
 
 def test_no_worker_offering_documents_fails_closed(trust: TrustFiles) -> None:

@@ -73,6 +73,28 @@ def test_gpu_profiles_cover_the_prototype_variants() -> None:
     assert {e.dtype for e in engines} >= {"fp16", "bf16"}
 
 
+@pytest.mark.parametrize("path", [ROOT / "serve_config.yaml", *PROFILES], ids=lambda p: p.name)
+def test_every_shipped_profile_seals_post_quantum_only(path: Path) -> None:
+    """Classical suites are a compatibility setting an operator turns on, never a shipped default."""
+    suites = AppSettings.model_validate(load(path)[1]["args"]).sealing.suites
+    assert suites and all(suite.post_quantum for suite in suites)
+
+
+@pytest.mark.parametrize(
+    ("sealing", "names"),
+    [
+        ({"suites": []}, "non-empty"),
+        ({"suites": ["hpke-x25519-hkdf-sha256-aes256gcm"] * 2}, "unique"),
+        ({"suites": ["rsa2048"]}, "suites"),
+    ],
+)
+def test_bad_sealing_settings_stop_the_app_at_start_with_a_clear_error(sealing: dict[str, Any], names: str) -> None:
+    _, app = load(ROOT / "serve_config.yaml")
+    with pytest.raises(ValidationError) as refused:
+        build_app({**app["args"], "sealing": sealing})
+    assert names in str(refused.value) and "sealing" in str(refused.value)
+
+
 def test_the_default_profile_runs_the_batched_engine() -> None:
     _, app = load(ROOT / "serve_config.yaml")
     assert AppSettings.model_validate(app["args"]).engine.kind == "batched"

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from securechat.config import AppSettings, GatewaySettings, RegionSettings, StreamSettings
+from securechat.config import AppSettings, GatewaySettings, RegionSettings, SealingSettings, StreamSettings
 from securechat.dispatcher import InferenceDispatcher
 from securechat.envelope import seal_request
 from securechat.framing import decode_frames
@@ -16,7 +16,7 @@ from securechat.gateway.app import create_app
 from securechat.gateway.backend import LocalBackend
 from securechat.gateway.service import GatewayService
 from securechat.host_limits import HostLimits
-from securechat.keys import RecipientKey, WorkerKeys
+from securechat.keys import RecipientKey, Suite, WorkerKeys
 from securechat.request_body import RequestBody
 from securechat.response import read_completion
 from securechat.tenants.auth import AuthMode, AuthSettings
@@ -367,3 +367,30 @@ def test_a_response_that_never_starts_still_releases_its_lease(stack: Any) -> No
         return open_after_response
 
     assert asyncio.run(scenario()) == 0
+
+
+@pytest.mark.parametrize(
+    ("suites", "expected"),
+    [
+        ((Suite.HPKE_MLKEM768_X25519,), Suite.HPKE_MLKEM768_X25519),  # the default profile
+        ((Suite.HPKE_X25519, Suite.HPKE_MLKEM768_X25519), Suite.HPKE_X25519),  # a compatibility profile's order
+    ],
+)
+def test_the_gateway_seals_plain_prompts_in_the_first_configured_suite(
+    suites: tuple[Suite, ...], expected: Suite
+) -> None:
+    """Workers offering a classical key beside the hybrid: the plain-prompt path follows sealing.suites, and a
+    key of a suite the profile does not list is never sealed to."""
+    keys = WorkerKeys.generate((Suite.HPKE_X25519, Suite.HPKE_MLKEM768_X25519))
+    worker = EnclaveWorker("w0", "us-west-1", ScriptedEngine(), 8, keys=keys)
+    asyncio.run(worker.start())
+    pool = FakePool([worker])
+    settings = AppSettings(regions=(RegionSettings(name="us-west-1"),), sealing=SealingSettings(suites=suites))
+    app = create_app()
+    app.state.service = GatewayService(
+        settings, LocalBackend(InferenceDispatcher({"us-west-1": pool})), dev_tenancy(settings), Recorder()
+    )
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    response = call(client, "POST", "/infer", json=PLAIN, headers={"Accept": "text/event-stream"})
+    assert response.status_code == 200 and "Hello" in response.text
+    assert [dict(header.wraps) for header in pool.headers] == [{keys.public_key(expected).key_id: expected}]

@@ -11,7 +11,8 @@ from securechat.gateway.key_directory import EMPTY_RECHECK_S, KeyDirectory
 from securechat.host_limits import HostLimits
 from securechat.keys import Suite, WorkerKeys
 
-KEY = WorkerKeys.generate((Suite.HPKE_X25519,)).public_key(Suite.HPKE_X25519)
+KEYS = WorkerKeys.generate((Suite.HPKE_X25519, Suite.HPKE_MLKEM768_X25519))
+HYBRID_FIRST = (Suite.HPKE_MLKEM768_X25519, Suite.HPKE_X25519)
 
 
 class Orchestrator:
@@ -26,7 +27,8 @@ class Orchestrator:
 
     async def key_directory(self, region: str) -> list[dict[str, Any]]:
         self.describes += 1
-        return [{"worker_id": "w0", "region": region, "state": self.state, "keys": [KEY.to_dict()]}]
+        keys = [key.to_dict() for key in KEYS.public_keys]
+        return [{"worker_id": "w0", "region": region, "state": self.state, "keys": keys}]
 
     async def attestations(self, region: str, nonce: str) -> list[dict[str, Any]]:
         raise AssertionError("not used")
@@ -36,14 +38,27 @@ def test_an_empty_region_is_described_again_soon_and_a_serving_one_is_cached() -
     orchestrator = Orchestrator()
     directory = KeyDirectory(orchestrator, ttl_s=60.0)
 
+    async def seen() -> tuple[int, int]:
+        return len(await directory.recipients("r", HYBRID_FIRST)), orchestrator.describes
+
     async def scenario() -> list[tuple[int, int]]:
-        seen = [(len(await directory.recipients("r")), orchestrator.describes)]
+        observed = [await seen()]
         orchestrator.state = "READY"
-        seen.append((len(await directory.recipients("r")), orchestrator.describes))  # within the recheck: cached
+        observed.append(await seen())  # within the recheck: cached
         await asyncio.sleep(EMPTY_RECHECK_S + 0.05)
-        seen.append((len(await directory.recipients("r")), orchestrator.describes))  # checked again: READY now
+        observed.append(await seen())  # checked again: READY now
         await asyncio.sleep(EMPTY_RECHECK_S + 0.05)
-        seen.append((len(await directory.recipients("r")), orchestrator.describes))  # serving: cached for ttl_s
-        return seen
+        observed.append(await seen())  # serving: cached for ttl_s
+        return observed
 
     assert asyncio.run(scenario()) == [(0, 1), (0, 1), (1, 2), (1, 2)]
+
+
+def test_plain_prompts_are_sealed_to_one_key_per_worker_in_the_configured_order() -> None:
+    orchestrator = Orchestrator()
+    orchestrator.state = "READY"
+    directory = KeyDirectory(orchestrator, ttl_s=60.0)
+    hybrid = asyncio.run(directory.recipients("r", HYBRID_FIRST))
+    assert hybrid == [KEYS.public_key(Suite.HPKE_MLKEM768_X25519)]
+    assert asyncio.run(directory.recipients("r", (Suite.HPKE_X25519,))) == [KEYS.public_key(Suite.HPKE_X25519)]
+    assert asyncio.run(directory.recipients("r", (Suite.RSA_OAEP,))) == []

@@ -35,7 +35,7 @@ class RecordingObserver:
 
 @pytest.fixture(scope="module")
 def keys() -> WorkerKeys:
-    return WorkerKeys.generate()
+    return WorkerKeys.generate(tuple(Suite))  # the hybrid default and the two compatibility suites
 
 
 SLOW_FLUSHES = StreamSettings(flush_interval_ms=5_000)  # after the first text, everything waits for the end
@@ -49,7 +49,7 @@ def make_worker(
     return worker, observer
 
 
-def seal(keys: WorkerKeys, prompt: str = "hi", request_id: str = "req-1", suite: Suite = Suite.HPKE_X25519):
+def seal(keys: WorkerKeys, prompt: str = "hi", request_id: str = "req-1", suite: Suite = Suite.HPKE_MLKEM768_X25519):
     body = RequestBody.from_prompt(prompt).to_bytes()
     return seal_request(
         body,
@@ -57,8 +57,7 @@ def seal(keys: WorkerKeys, prompt: str = "hi", request_id: str = "req-1", suite:
         tenant_id="t1",
         mode="plain",
         region="us-west-1",
-        recipients=keys.public_keys,
-        suite=suite,
+        recipients=[keys.public_key(suite)],
     )
 
 
@@ -105,7 +104,7 @@ def test_pipeline_streams_sealed_flushes_and_metrics(keys: WorkerKeys, suite: Su
 
 
 def test_envelope_for_another_worker_gets_an_error_frame(keys: WorkerKeys) -> None:
-    worker, observer = make_worker(WorkerKeys.generate(suites=(Suite.HPKE_X25519,)), ScriptedEngine())
+    worker, observer = make_worker(WorkerKeys.generate(), ScriptedEngine())
     asyncio.run(worker.start())
     sealed = seal(keys)
     frames = asyncio.run(collect(worker.run(sealed.envelope)))

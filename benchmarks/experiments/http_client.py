@@ -20,7 +20,7 @@ from securechat.client.messages import build_body
 from securechat.engine.base import ChatMessage
 from securechat.envelope import seal_request
 from securechat.framing import decode_frames
-from securechat.keys import RecipientKey
+from securechat.keys import RecipientKey, recipients_of
 from securechat.response import read_completion
 
 TENANT: Final = "bench"
@@ -52,7 +52,7 @@ class AppClient:
         if refresh or region not in self._keys:
             body = self._http.get(f"{self.base_url}/v1/keys", params={"region": region}).json()
             workers = [w for w in body["workers"] if w.get("state") in SERVING_STATES]
-            self._keys[region] = [RecipientKey.from_dict(key) for w in workers for key in w["keys"]]
+            self._keys[region] = recipients_of(workers)
         return self._keys[region]
 
     def infer(self, region: str, messages: tuple[ChatMessage, ...], max_new_tokens: int, seed: int) -> HttpResult:

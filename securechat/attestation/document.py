@@ -39,7 +39,7 @@ from securechat.keys import KEY_ID_HEX_CHARS, RecipientKey, Suite
 DOCUMENT_VERSION: Final = 1
 MODULE_ID: Final = "securechat-simulated-enclave"
 MAX_PUBLIC_KEYS: Final = 8
-MAX_PUBLIC_KEY_DER_BYTES: Final = 2048  # an RSA-3072 SPKI is ~420 bytes
+MAX_PUBLIC_KEY_BYTES: Final = 2048  # an RSA-3072 SPKI is ~420 bytes, a hybrid ML-KEM-768 + X25519 key 1,216
 NONCE_MIN_HEX: Final = 32  # 128 bits: unguessable, so a document cannot be prepared before the challenge
 NONCE_MAX_HEX: Final = 128
 
@@ -167,7 +167,7 @@ def _read_public_keys(value: object) -> tuple[RecipientKey, ...]:
             RecipientKey(
                 suite=Suite(suite),
                 key_id=read_hex(key_fields["key_id"], min_chars=KEY_ID_HEX_CHARS, max_chars=KEY_ID_HEX_CHARS),
-                public_key_der=b64decode(key_fields["public_key"], max_bytes=MAX_PUBLIC_KEY_DER_BYTES),
+                public_key_bytes=b64decode(key_fields["public_key"], max_bytes=MAX_PUBLIC_KEY_BYTES),
             )
         )
     if len({key.key_id for key in keys}) != len(keys):

@@ -22,6 +22,7 @@ class AttestationFailure(StrEnum):
     KEY_EXPIRED = "key_expired"
     KEY_ID_MISMATCH = "key_id_mismatch"  # a public key that is not the one its key id names
     KEY_INVALID = "key_invalid"  # a public key that does not parse or does not fit its suite
+    NO_ALLOWED_SUITE = "no_allowed_suite"  # no key in a suite the release manifest lets clients seal to
 
 
 class AttestationError(Exception):

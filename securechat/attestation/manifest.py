@@ -4,6 +4,10 @@ It plays the part of a transparency-logged release in Apple PCC or a pinned PCR 
 accepts a worker only if every register it reports is one the release owner signed off. Each register maps to
 a set of values so one manifest can cover a rolling upgrade (old and new code both allowed for a while).
 The release key is a separate key from the platform root: who may ship code is not who vouches for hardware.
+
+It also names the suites clients may seal to (``securechat.suites``): a client seals only to a verified
+worker's key of one of them and refuses a worker that offers none (``no_allowed_suite``), so a host cannot
+talk a client down to a classical key by offering only that.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,15 +39,17 @@ from securechat.attestation._keyfile import create_key_file, load_private_key, l
 from securechat.attestation.certificate import ED25519_SIGNATURE_BYTES
 from securechat.attestation.measurement import MAX_REGISTERS, REGISTER_HEX, measure_worker
 from securechat.envelope import is_valid_id
+from securechat.suites import DEFAULT_SUITES, Suite
 
-MANIFEST_VERSION: Final = 1
+# 2: names the suites clients may seal to (1: none; every suite a worker offered was accepted).
+MANIFEST_VERSION: Final = 2
 MAX_VALUES_PER_REGISTER: Final = 64
 MAX_MANIFEST_BYTES: Final = 1 << 20
 RELEASE_KEY_ENV: Final = "SECURECHAT_RELEASE_KEY"
 DEFAULT_RELEASE_KEY_PATH: Final = Path("~/.config/securechat/release-key.pem")
 
 _DOMAIN: Final = b"securechat-release-manifest-v1"
-_FIELDS: Final = frozenset({"version", "name", "release", "created_at", "registers"})
+_FIELDS: Final = frozenset({"version", "name", "release", "created_at", "registers", "suites"})
 _SIGNED_FIELDS: Final = frozenset({"manifest", "signature"})
 
 
@@ -53,10 +59,13 @@ class ReleaseManifest:
     release: str  # the release's version label
     registers: Mapping[str, AbstractSet[str]]  # register name -> accepted hex values (stored as frozensets)
     created_at: int  # unix seconds
+    suites: tuple[Suite, ...] = DEFAULT_SUITES  # what clients may seal to, in the order the release prefers
 
     def __post_init__(self) -> None:
         if not is_valid_id(self.name) or not is_valid_id(self.release) or not 0 < len(self.registers) <= MAX_REGISTERS:
             raise ValueError("invalid manifest")
+        if not self.suites or len(set(self.suites)) != len(self.suites):
+            raise ValueError("invalid manifest suites")
         frozen = {read_name(name): frozenset(values) for name, values in self.registers.items()}
         for values in frozen.values():
             if not 0 < len(values) <= MAX_VALUES_PER_REGISTER:
@@ -74,7 +83,8 @@ class ReleaseManifest:
         merged = {
             name: self.registers.get(name, frozenset()) | other.registers.get(name, frozenset()) for name in names
         }
-        return ReleaseManifest(self.name, release, merged, int(time.time() if now is None else now))
+        suites = (*self.suites, *(suite for suite in other.suites if suite not in self.suites))
+        return ReleaseManifest(self.name, release, merged, int(time.time() if now is None else now), suites)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,15 +93,24 @@ class ReleaseManifest:
             "release": self.release,
             "created_at": self.created_at,
             "registers": {name: sorted(values) for name, values in self.registers.items()},
+            "suites": [suite.value for suite in self.suites],
         }
 
     @classmethod
     def from_dict(cls, data: object) -> ReleaseManifest:
+        if isinstance(data, Mapping) and data.get("version") != MANIFEST_VERSION:
+            raise ValueError(
+                f"unsupported manifest version (this release reads version {MANIFEST_VERSION}, which names the"
+                " suites clients may seal to): rebuild it with `securechat manifest build`"
+            )
         fields = exact_keys(data, _FIELDS)
-        if read_int(fields["version"]) != MANIFEST_VERSION:
-            raise ValueError("unsupported manifest version")
+        read_int(fields["version"])
         return cls(
-            fields["name"], fields["release"], _read_registers(fields["registers"]), read_int(fields["created_at"])
+            fields["name"],
+            fields["release"],
+            _read_registers(fields["registers"]),
+            read_int(fields["created_at"]),
+            _read_suites(fields["suites"]),
         )
 
 
@@ -137,6 +156,15 @@ def _read_registers(value: object) -> dict[str, frozenset[str]]:
     return registers
 
 
+def _read_suites(value: object) -> tuple[Suite, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("invalid manifest suites")
+    try:
+        return tuple(Suite(item) for item in value)
+    except ValueError:
+        raise ValueError("manifest names an unknown suite") from None
+
+
 def build_manifest(
     name: str,
     release: str,
@@ -145,17 +173,24 @@ def build_manifest(
     config: Mapping[str, Any],
     model_dir: Path,
     now: float | None = None,
+    suites: Sequence[Suite] = DEFAULT_SUITES,
 ) -> ReleaseManifest:
     """A manifest that accepts exactly the current code, runtime config and model files."""
-    return manifest_for_registers(name, release, measure_worker(package_dir, config, model_dir), now=now)
+    registers = measure_worker(package_dir, config, model_dir)
+    return manifest_for_registers(name, release, registers, now=now, suites=suites)
 
 
 def manifest_for_registers(
-    name: str, release: str, registers: Mapping[str, str], *, now: float | None = None
+    name: str,
+    release: str,
+    registers: Mapping[str, str],
+    *,
+    now: float | None = None,
+    suites: Sequence[Suite] = DEFAULT_SUITES,
 ) -> ReleaseManifest:
-    """A manifest that accepts exactly these measured register values."""
+    """A manifest that accepts exactly these measured register values, sealed to with ``suites``."""
     allowed = {register: frozenset({value}) for register, value in registers.items()}
-    return ReleaseManifest(name, release, allowed, int(time.time() if now is None else now))
+    return ReleaseManifest(name, release, allowed, int(time.time() if now is None else now), tuple(suites))
 
 
 def sign_manifest(manifest: ReleaseManifest, release_key: ed25519.Ed25519PrivateKey) -> SignedManifest:

@@ -11,7 +11,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,7 +23,7 @@ from securechat.attestation.document import NONCE_MAX_HEX, NONCE_MIN_HEX, Attest
 from securechat.attestation.errors import AttestationError, AttestationFailure
 from securechat.attestation.manifest import SignedManifest
 from securechat.attestation.platform_root import root_id
-from securechat.keys import RecipientKey, Suite, key_id_for
+from securechat.keys import RecipientKey, Suite, key_id_for, preferred_key
 from securechat.logs import get_logger, log_event
 
 logger = get_logger("attestation")
@@ -41,12 +41,13 @@ def new_nonce() -> str:
 @dataclass(frozen=True, slots=True)
 class VerifiedWorker:
     worker_id: str
-    keys: tuple[RecipientKey, ...]
+    keys: tuple[RecipientKey, ...]  # only keys of suites the pinned manifest allows
     expires_at: int  # unix seconds: the earlier of key expiry and certificate expiry; refetch before then
     registers: Mapping[str, str]
 
-    def key_for(self, suite: Suite) -> RecipientKey | None:
-        return next((key for key in self.keys if key.suite is suite), None)
+    def key_for(self, suites: Sequence[Suite]) -> RecipientKey | None:
+        """The key to seal to: of ``suites``, the earliest this worker offers (None: none of them)."""
+        return preferred_key(self.keys, suites)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +63,10 @@ class VerificationReport:
     verified: tuple[VerifiedWorker, ...]
     refused: tuple[Refusal, ...]
 
-    def recipient_keys(self, suite: Suite | None = None) -> list[RecipientKey]:
-        """Keys to seal to: from verified workers only. Empty means seal to no one, never to unverified keys."""
-        return [key for worker in self.verified for key in worker.keys if suite is None or key.suite is suite]
+    def recipient_keys(self, suites: Sequence[Suite]) -> list[RecipientKey]:
+        """Keys to seal to, one per verified worker that offers one of ``suites`` (the earliest it offers).
+        Empty means seal to no one, never to unverified keys."""
+        return [key for worker in self.verified if (key := worker.key_for(suites)) is not None]
 
 
 class DocumentVerifier(Protocol):
@@ -144,9 +146,15 @@ class AttestationVerifier:
             raise AttestationError(AttestationFailure.KEY_EXPIRED)
         for key in document.public_keys:
             _check_key(key)
+        # Only keys of the suites the release allows are ever handed out: a host that offers a classical key
+        # alone (to record what is sealed to it) gets the worker refused, not the client downgraded.
+        allowed = self._manifest.manifest.suites
+        keys = tuple(key for key in document.public_keys if key.suite in allowed)
+        if not keys:
+            raise AttestationError(AttestationFailure.NO_ALLOWED_SUITE)
         return VerifiedWorker(
             worker_id=document.worker_id,
-            keys=document.public_keys,
+            keys=keys,
             expires_at=min(document.key_expiry, document.certificate.not_after),
             registers=document.registers,
         )
@@ -185,10 +193,10 @@ class AttestationVerifier:
 
 
 def _check_key(key: RecipientKey) -> None:
-    if not hmac.compare_digest(key_id_for(key.public_key_der), key.key_id):
+    if not hmac.compare_digest(key_id_for(key.public_key_bytes), key.key_id):
         raise AttestationError(AttestationFailure.KEY_ID_MISMATCH)
     try:
-        key.load()  # checks the key parses and fits its suite (RSA size, X25519 type)
+        key.load()  # checks the key parses and fits its suite (RSA size, X25519 type, hybrid length)
     except (ValueError, UnsupportedAlgorithm):
         raise AttestationError(AttestationFailure.KEY_INVALID) from None
 

@@ -23,7 +23,8 @@ from securechat.transparency import VerifiedRelease
 
 __all__ = ["add_client_commands", "client_options", "config_from_args"]
 
-_SUITES = {"hpke": Suite.HPKE_X25519, "rsa": Suite.RSA_OAEP}
+# Short names for --suite; every name but the hybrid's is a classical, compatibility-only choice.
+_SUITES = {"mlkem768x25519": Suite.HPKE_MLKEM768_X25519, "x25519": Suite.HPKE_X25519, "rsa": Suite.RSA_OAEP}
 
 
 def client_options() -> argparse.ArgumentParser:
@@ -55,7 +56,14 @@ def client_options() -> argparse.ArgumentParser:
         "--min-witnesses", type=int, help="cosignatures required among the pinned witnesses (default: all of them)"
     )
     group.add_argument("--log-state", type=Path, help="the newest accepted checkpoint (default: $SECURECHAT_LOG_STATE)")
-    group.add_argument("--suite", choices=sorted(_SUITES), default="hpke", help="key wrapping suite (default: hpke)")
+    group.add_argument(
+        "--suite",
+        choices=sorted(_SUITES),
+        action="append",
+        help="a suite to seal with, in order of preference (repeat for several; default: mlkem768x25519, the"
+        " post-quantum hybrid; x25519 and rsa are classical, for old deployments). The pinned manifest must allow"
+        " it too",
+    )
     group.add_argument("--timeout-s", type=float, help="HTTP connect/read timeout in seconds (default: 60)")
     group.add_argument("--max-age-s", type=float, help="oldest attestation document accepted (default: 60)")
     return parser
@@ -77,7 +85,7 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         root_public_key_path=args.root_pub,
         release_public_key_path=args.release_pub,
         manifest_path=args.manifest,
-        suite=_SUITES[args.suite],
+        suites=tuple(_SUITES[name] for name in args.suite) if args.suite else None,
         timeout_s=args.timeout_s,
         max_age_s=args.max_age_s,
         log_vkey_path=args.log_vkey_file,

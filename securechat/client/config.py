@@ -22,7 +22,7 @@ from securechat.attestation import default_root_path
 from securechat.attestation.manifest import default_release_key_path
 from securechat.client.errors import ConfigError
 from securechat.envelope import is_valid_id
-from securechat.keys import Suite
+from securechat.suites import DEFAULT_SUITES, Suite
 from securechat.transparency.paths import default_last_seen_path, default_log_key_path
 
 URL_ENV: Final = "SECURECHAT_URL"
@@ -68,7 +68,9 @@ class ClientConfig:
     root_public_key_path: Path = field(default_factory=default_root_public_key_path)
     release_public_key_path: Path = field(default_factory=default_release_public_key_path)
     manifest_path: Path = DEFAULT_MANIFEST_PATH
-    suite: Suite = Suite.HPKE_X25519
+    # The suites this client seals with, in order of preference; it uses only those the pinned manifest allows
+    # too. The default, the post-quantum hybrid alone, refuses a worker that offers only a classical key.
+    suites: tuple[Suite, ...] = DEFAULT_SUITES
     max_age_s: float = 60.0  # oldest attestation document accepted
     timeout_s: float = 60.0  # per connect/read on the HTTP connection
     key_cache_ttl_s: float = 30.0  # verified keys are reused this long at most (and never past their expiry)
@@ -100,7 +102,12 @@ class ClientConfig:
         if self.min_witnesses is not None and not 0 <= self.min_witnesses <= len(self.witness_vkey_paths):
             raise ConfigError("min_witnesses must be between 0 and the number of pinned witness keys")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
-        object.__setattr__(self, "suite", Suite(self.suite))
+        try:
+            object.__setattr__(self, "suites", tuple(Suite(suite) for suite in self.suites))
+        except ValueError:
+            raise ConfigError(f"suites must be among: {', '.join(suite.value for suite in Suite)}") from None
+        if not self.suites or len(set(self.suites)) != len(self.suites):
+            raise ConfigError("suites must be a non-empty list of unique suites")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> ClientConfig:

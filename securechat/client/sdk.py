@@ -90,7 +90,7 @@ class SecureChatClient:
             raise ServiceError(response.status_code, "invalid_attestation_answer") from None
         report = self._verifier.verify_all(documents, nonce)
         config = self.config
-        keys = VerifiedKeys.from_report(report, config.region, config.suite, ttl_s=config.key_cache_ttl_s)
+        keys = VerifiedKeys.from_report(report, config.region, config.suites, ttl_s=config.key_cache_ttl_s)
         with self._lock:
             self._keys = keys
         log_event(
@@ -214,7 +214,6 @@ class SecureChatClient:
             mode=mode,
             region=self.config.region,
             recipients=keys.keys,
-            suite=self.config.suite,
         )
 
     def _send_sealed(

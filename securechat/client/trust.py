@@ -8,7 +8,7 @@ and is valid until the earliest expiry among them or a short TTL, whichever come
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,18 +92,26 @@ class VerifiedKeys:
 
     @classmethod
     def from_report(
-        cls, report: VerificationReport, region: str, suite: Suite, *, ttl_s: float, now: float | None = None
+        cls,
+        report: VerificationReport,
+        region: str,
+        suites: Sequence[Suite],
+        *,
+        ttl_s: float,
+        now: float | None = None,
     ) -> VerifiedKeys:
-        """Keys of ``suite`` from verified workers only; AttestationFailed when there are none (fail closed)."""
-        workers = [worker for worker in report.verified if worker.key_for(suite) is not None]
+        """One key per verified worker, of the earliest of ``suites`` it offers (the verifier already dropped
+        suites the manifest does not allow); AttestationFailed when no worker has one (fail closed)."""
+        workers = [worker for worker in report.verified if worker.key_for(suites) is not None]
         if not workers:
             detail = None
             if report.verified:
-                detail = f"{len(report.verified)} verified, none with a {suite.value} key"
+                names = ", ".join(suite.value for suite in suites)
+                detail = f"{len(report.verified)} verified, none with a key of a suite this client seals with ({names})"
             raise AttestationFailed(region, report, detail=detail)
         current = time.time() if now is None else now
         expiry = min(worker.expires_at for worker in workers)
-        return cls(tuple(report.recipient_keys(suite)), min(current + ttl_s, float(expiry)))
+        return cls(tuple(report.recipient_keys(suites)), min(current + ttl_s, float(expiry)))
 
     def is_fresh(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) < self.valid_until

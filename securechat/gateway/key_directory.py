@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from securechat.gateway.backend import OrchestratorBackend
-from securechat.keys import RecipientKey
+from securechat.keys import RecipientKey, Suite, recipients_of
 
 SERVING_STATES = frozenset({"READY", "BUSY", "STREAMING"})
 EMPTY_RECHECK_S = 0.25
@@ -54,10 +55,11 @@ class KeyDirectory:
         finally:
             self._in_flight.pop(region, None)
 
-    async def recipients(self, region: str, refresh: bool = False) -> list[RecipientKey]:
-        """Public keys of the region's serving workers (empty: no live worker)."""
+    async def recipients(self, region: str, suites: Sequence[Suite], refresh: bool = False) -> list[RecipientKey]:
+        """One public key per serving worker of the region, of the earliest of ``suites`` it offers (empty: no
+        live worker offers one)."""
         cached = self._cache.get(region)
         if cached and not any(is_serving(worker) for worker in cached[1]):
             refresh = refresh or time.monotonic() - cached[0] >= EMPTY_RECHECK_S
         workers = await self.workers(region, refresh=refresh)
-        return [RecipientKey.from_dict(key) for worker in workers if is_serving(worker) for key in worker["keys"]]
+        return recipients_of((worker for worker in workers if is_serving(worker)), suites)

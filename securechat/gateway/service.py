@@ -202,9 +202,8 @@ class GatewayService:
         return envelope
 
     async def _seal_prompt(self, request: InferRequest, max_new_tokens: int, refresh: bool) -> SealedRequest:
-        recipients = await self.keys.recipients(request.region, refresh=refresh)
-        suite = self.settings.gateway.suite
-        if not any(key.suite is suite for key in recipients):
+        recipients = await self.keys.recipients(request.region, self.settings.sealing.suites, refresh=refresh)
+        if not recipients:
             raise HTTPError(ErrorCode.NO_WORKER)
         assert request.prompt is not None
         sampling = SamplingParams(
@@ -225,7 +224,6 @@ class GatewayService:
             mode=request.mode,
             region=request.region,
             recipients=recipients,
-            suite=suite,
         )
 
     @staticmethod

@@ -9,7 +9,7 @@ fetches, no inline code, and no framing; the app's ``SameOriginOnly`` refuses re
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import cache
 from importlib.resources import files
 from typing import Any, Final
@@ -18,10 +18,11 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from securechat.attestation import VerificationReport
+from securechat.attestation import VerificationReport, VerifiedWorker
 from securechat.client import AttestationFailed, SecureChatClient
 from securechat.client.errors import ClientError
 from securechat.proxy.errors import from_exception
+from securechat.suites import Suite
 
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
@@ -86,8 +87,9 @@ def page_router(client: Callable[[], SecureChatClient]) -> APIRouter:
 def verification_body(report: VerificationReport, ok: bool, sdk: SecureChatClient) -> dict[str, Any]:
     """What the page's verification panel shows: ids, registers, expiry, the pinned manifest, refusals.
 
-    ``ok`` is the SDK's verdict (a worker with a key of the configured suite passed); the page sends only when
-    it is true. Worker ids of refusals are as the documents claim them, unverified.
+    ``ok`` is the SDK's verdict (a worker with a key of a suite the client seals with passed); the page sends
+    only when it is true. ``sealed_with`` names the suite each worker's prompts are sealed in (None: this client
+    seals to none of its keys). Worker ids of refusals are as the documents claim them, unverified.
     """
     config = sdk.config
     pinned = sdk.manifest.manifest
@@ -104,6 +106,7 @@ def verification_body(report: VerificationReport, ok: bool, sdk: SecureChatClien
                 "expires_at": worker.expires_at,
                 "registers": dict(sorted(worker.registers.items())),
                 "keys": [{"key_id": key.key_id, "suite": key.suite.value} for key in worker.keys],
+                "sealed_with": _sealed_with(worker, config.suites),
             }
             for worker in report.verified
         ],
@@ -117,6 +120,11 @@ def verification_body(report: VerificationReport, ok: bool, sdk: SecureChatClien
             for refusal in report.refused
         ],
     }
+
+
+def _sealed_with(worker: VerifiedWorker, suites: Sequence[Suite]) -> dict[str, Any] | None:
+    key = worker.key_for(suites)
+    return None if key is None else {"suite": key.suite.value, "post_quantum": key.suite.post_quantum}
 
 
 def release_log_entry(sdk: SecureChatClient) -> dict[str, Any] | None:

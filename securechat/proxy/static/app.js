@@ -64,6 +64,11 @@ function renderReport(report) {
     item.append(el("strong", "worker-id", worker.worker_id));
     item.append(el("div", "detail", `matched ${manifest}`));
     item.append(el("div", "detail", `keys expire ${formatTime(worker.expires_at)}`));
+    const sealed = worker.sealed_with;
+    const sealing = sealed
+      ? `sealed with ${sealed.suite} (${sealed.post_quantum ? "post-quantum hybrid" : "classical"})`
+      : "no key of a suite this client seals with";
+    item.append(el("div", "detail sealing", sealing));
     const registers = el("dl", "registers");
     for (const [name, value] of Object.entries(worker.registers)) {
       registers.append(el("dt", "", name), el("dd", "", value));
