@@ -105,8 +105,8 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path: Path) -> None:
     assert "interrupted" in err and "Traceback" not in err
 
 
-def test_the_readme_documents_the_same_codes() -> None:
-    readme = (REPO / "README.md").read_text()
+def test_the_clients_page_documents_the_same_codes() -> None:
+    readme = (REPO / "docs" / "clients.md").read_text()
     section = readme[readme.index("**Exit codes**") :][:900]
     for code in (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED):
         assert f"`{code}`" in section
