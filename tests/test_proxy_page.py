@@ -63,6 +63,9 @@ def test_the_page_streams_the_sdks_answer_and_its_metrics(trust: TrustFiles) -> 
             expect(worker).to_have_attribute("data-worker-id", "w0")
             expect(worker).to_contain_text("matched securechat release test")
             expect(worker).to_contain_text(REGISTERS["code"])
+            expect(worker).to_contain_text(
+                "sealed with hpke-mlkem768x25519-hkdf-sha256-aes256gcm (post-quantum hybrid)"
+            )
             expect(page.locator("#release-log")).to_contain_text("release log: not pinned")
             page.fill("#temperature", "0.5")
             page.fill("#seed", "7")
