@@ -1,17 +1,14 @@
 """The newest checkpoint a client has accepted from each log: the memory that turns a split view or a rewrite
 of history into something a single client can detect on its own.
 
-``FileLastSeen`` keeps it in a small JSON file (0600, written atomically), with an ``flock`` so SDK, CLI and
-proxy processes of one user share one view and never move it backwards.
+``FileLastSeen`` keeps it in a small JSON file (``securechat.state_files``: 0600, written atomically and durably,
+under an ``flock``) so SDK, CLI and proxy processes of one user share one view and never move it backwards.
 """
 
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
-import os
-import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
@@ -19,6 +16,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Final
 
+from securechat import state_files
 from securechat.attestation._canonical import exact_keys, read_int
 from securechat.transparency.checkpoint import Checkpoint
 from securechat.transparency.note import MAX_NOTE_BYTES, InvalidNote, strict_b64decode
@@ -67,21 +65,9 @@ class MemoryLastSeen(LastSeenStore):
 class FileLastSeen(LastSeenStore):
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path).expanduser()
-        self._lock = threading.RLock()
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        with self._lock:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self._lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)  # closing drops the flock
 
     def locked(self) -> AbstractContextManager[None]:
-        return self._locked()
+        return state_files.locked(self.path)
 
     def get(self, origin: str) -> Checkpoint | None:
         entry = self._read().get(origin)
@@ -95,15 +81,7 @@ class FileLastSeen(LastSeenStore):
             "checkpoint": note,
         }
         data = json.dumps({"version": STATE_VERSION, "logs": logs}, sort_keys=True, indent=1).encode()
-        fd, tmp_name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")  # 0600 from birth
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp_name, self.path)
-        finally:
-            Path(tmp_name).unlink(missing_ok=True)
+        state_files.write_atomically(self.path, data)
 
     def _read(self) -> Mapping[str, Any]:
         try:
@@ -122,9 +100,6 @@ class FileLastSeen(LastSeenStore):
             raise LastSeenCorrupt(f"cannot read {self.path}; move it aside only if you know why it broke") from None
         logs: Mapping[str, Any] = parsed["logs"]
         return logs
-
-    def _lock_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".lock")
 
 
 def _parse_entry(origin: str, entry: object) -> Checkpoint:
