@@ -10,9 +10,11 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from securechat.cli import main
 from securechat.client import SecureChatClient
 from securechat.framing import encode_frame
 from securechat.proxy import MODEL_ID, create_proxy_app
+from securechat.proxy.origin import allowed_hosts
 from tests.client_harness import (
     FRAME_CAPACITY,
     REGISTERS,
@@ -134,6 +136,28 @@ def test_bad_requests_get_openai_errors_without_echoing_input(
 
 def test_only_loopback_host_headers_are_served(proxy_url: str) -> None:
     assert httpx.get(f"{proxy_url}/v1/models", headers={"Host": "attacker.example"}).status_code == 400
+
+
+def test_a_proxy_bound_beyond_loopback_serves_only_its_address_and_the_names_given(
+    service: LocalService, trust: TrustFiles
+) -> None:
+    """DNS rebinding: a page on attacker.example whose name now resolves to the proxy sends Host: attacker.example.
+    Bound to a LAN address, the proxy answers that address and the names given on the command line only."""
+    hosts = allowed_hosts("10.1.2.3", ["proxy.internal"])
+    assert hosts == ["10.1.2.3", "proxy.internal"]
+    app = create_proxy_app(lambda: SecureChatClient(trust.client_config(service.url)), allowed_hosts=hosts)
+    with serve_asgi(app, lifespan="on") as url:
+        for host, status in [("10.1.2.3", 200), ("proxy.internal:8080", 200), ("attacker.example", 400), ("", 400)]:
+            assert httpx.get(f"{url}/v1/models", headers={"Host": host}).status_code == status, host
+    assert allowed_hosts("0.0.0.0") == [] and allowed_hosts("::", ["a.example"]) == ["a.example"]
+    assert allowed_hosts("fd00::1") == ["[fd00::1]"]
+
+
+def test_the_proxy_will_not_listen_on_every_address_without_names(
+    trust: TrustFiles, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["proxy", "--host", "0.0.0.0", *trust.cli_flags("http://127.0.0.1:9")]) == 2
+    assert "--allowed-host" in capsys.readouterr().err
 
 
 def test_a_tampered_answer_is_an_error_never_text(service: LocalService, trust: TrustFiles) -> None:

@@ -26,13 +26,12 @@ from securechat.client.keyring import KeyringError
 from securechat.logs import get_logger, log_event
 from securechat.proxy import schemas
 from securechat.proxy.errors import ProxyError, ProxyRefusal, from_exception, invalid_request
-from securechat.proxy.origin import SameOriginOnly
+from securechat.proxy.origin import LOOPBACK_HOSTS, SameOriginOnly
 from securechat.proxy.page import page_router
 from securechat.proxy.vector_stores import vector_store_router
 
 logger = get_logger("proxy")
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 MAX_BODY_BYTES = 4 << 20
 SDK_ERRORS = (ClientError, InvalidCiphertext, ResponseFailed)
 

@@ -11,13 +11,12 @@ from securechat.client.sdk import SecureChatClient
 
 __all__ = ["add_proxy_command"]
 
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-
 
 def _cmd_proxy(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from securechat.proxy.app import LOOPBACK_HOSTS, create_proxy_app
+    from securechat.proxy.app import create_proxy_app
+    from securechat.proxy.origin import LOOPBACK_BINDS, allowed_hosts
     from securechat.proxy.schemas import MODEL_ID
 
     try:
@@ -26,14 +25,21 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
     except ClientError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    loopback = args.host in _LOOPBACK
-    if not loopback:
+    hosts = allowed_hosts(args.host, args.allowed_host or ())
+    if not hosts:
         print(
-            f"warning: listening on {args.host}: anyone who can reach it can use your tenant and read answers;"
-            " the proxy has no authentication of its own",
+            f"error: listening on {args.host or 'every address'} needs --allowed-host NAME for each name clients"
+            " reach the proxy by (a proxy that serves any Host can be driven by a DNS-rebinding page)",
             file=sys.stderr,
         )
-    app = create_proxy_app(lambda: SecureChatClient(config), allowed_hosts=LOOPBACK_HOSTS if loopback else ["*"])
+        return 2
+    if args.host not in LOOPBACK_BINDS:
+        print(
+            f"warning: listening on {args.host}: anyone who can reach it can use your tenant and read answers;"
+            f" the proxy has no authentication of its own (serving Host: {', '.join(hosts)})",
+            file=sys.stderr,
+        )
+    app = create_proxy_app(lambda: SecureChatClient(config), allowed_hosts=hosts)
     print(
         f"SecureChat proxy: base_url http://{args.host}:{args.port}/v1, model {MODEL_ID!r}, "
         f"forwarding to {config.base_url} region {config.region} (verified and sealed per request)",
@@ -49,4 +55,11 @@ def add_proxy_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     )
     proxy.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1; keep it local)")
     proxy.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    proxy.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="a name clients reach the proxy by, served beside the bound address (repeatable; needed for --host"
+        " 0.0.0.0). Other Host headers are refused",
+    )
     proxy.set_defaults(command=_cmd_proxy)

@@ -1,4 +1,8 @@
-"""The proxy answers only its own origin: a page on another site must not drive it or read its answers.
+"""The proxy answers only its own origin and names: a page on another site must not drive it or read answers.
+
+``allowed_hosts`` decides which ``Host`` headers are served: the loopback names when the proxy is bound to
+loopback, else exactly the address it is bound to and the names given on the command line. A proxy that took
+any ``Host`` could be driven by a DNS-rebinding page (a name of the attacker's that resolves to the proxy).
 
 Browsers send ``Origin`` with every cross-origin request (and with same-origin ones that are not GET/HEAD);
 clients such as the ``openai`` package send none. A request whose ``Origin`` is not this proxy's own
@@ -9,8 +13,24 @@ could make without asking first (a form post, a multipart upload), not only thos
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+LOOPBACK_HOSTS: Final = ("127.0.0.1", "localhost", "::1", "[::1]")
+LOOPBACK_BINDS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+WILDCARD_BINDS: Final = frozenset({"0.0.0.0", "::", ""})
+
+
+def allowed_hosts(bind_host: str, names: Sequence[str] = ()) -> list[str]:
+    """The ``Host`` values to serve for a proxy bound to ``bind_host``, with the extra ``names`` clients use.
+
+    Empty means none would be served (a wildcard bind without names): the caller refuses to start."""
+    if bind_host in LOOPBACK_BINDS:
+        return [*LOOPBACK_HOSTS, *names]
+    bound = [] if bind_host in WILDCARD_BINDS else [f"[{bind_host}]" if ":" in bind_host else bind_host]
+    return [*bound, *names]
 
 
 class SameOriginOnly:
