@@ -43,7 +43,7 @@ from securechat.rag.bodies import CollectionRef, DocumentInput, IngestBody
 from securechat.rag.embedder import MiniLMEmbedder
 from securechat.rag.keys import CollectionKey
 from securechat.rag.prompt import with_excerpts
-from securechat.rag.service import RagOptions, RagService
+from securechat.rag.service import IngestTicket, RagOptions, RagService
 from securechat.rag.store import SQLiteDocumentStore
 from securechat.rag.store_client import LocalDocumentStore
 
@@ -128,7 +128,8 @@ async def build(service: RagService, store: SQLiteDocumentStore, num_chunks: int
     documents = [synthetic_document(rng, i) for i in range(num_chunks)]
     started = time.perf_counter()
     for start in range(0, num_chunks, DOCS_PER_INGEST):
-        await service.ingest(TENANT, IngestBody(ref, tuple(documents[start : start + DOCS_PER_INGEST])), UNLIMITED)
+        batch = IngestBody(ref, tuple(documents[start : start + DOCS_PER_INGEST]))
+        await service.ingest(TENANT, batch, UNLIMITED, IngestTicket.new())
         print(f"  ingested {min(start + DOCS_PER_INGEST, num_chunks):>6}/{num_chunks}", flush=True)
     elapsed = time.perf_counter() - started
     actual = store.collection(TENANT, collection_id).num_chunks

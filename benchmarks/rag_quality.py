@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from securechat.rag.bodies import CollectionRef, DocumentInput, IngestBody
 from securechat.rag.keys import CollectionKey
-from securechat.rag.service import RagService
+from securechat.rag.service import IngestTicket, RagService
 from securechat.rag.store import StoreLimits
 
 CORPUS: Final = Path(__file__).resolve().parents[1] / "tests" / "rag_corpus" / "corpus.json"
@@ -66,7 +66,7 @@ async def evaluate(service: RagService, tenant_id: str, collection_id: str, corp
         )
         for d in corpus["documents"]
     )
-    await service.ingest(tenant_id, IngestBody(ref, documents), UNLIMITED)
+    await service.ingest(tenant_id, IngestBody(ref, documents), UNLIMITED, IngestTicket.new())
     ranks: list[int | None] = []
     for item in corpus["questions"]:
         retrieval = await service.retrieve(tenant_id, ref, item["question"], 5)

@@ -18,9 +18,9 @@ from ray.serve.handle import DeploymentHandle
 from securechat.config import AppSettings
 from securechat.rag.store import (
     CollectionInfo,
-    CommitResult,
-    DocumentInfo,
+    DocumentListing,
     LoadedCollection,
+    ManifestUpdate,
     SealedDocument,
     StoreLimits,
     open_document_store,
@@ -70,12 +70,12 @@ class HandleDocumentStore:
     async def delete_collection(self, tenant_id: str, collection_id: str) -> None:
         await self._invoke("delete_collection", tenant_id, collection_id)
 
-    async def list_documents(self, tenant_id: str, collection_id: str) -> list[DocumentInfo]:
-        infos: list[DocumentInfo] = await self._invoke("list_documents", tenant_id, collection_id)
-        return infos
+    async def list_documents(self, tenant_id: str, collection_id: str) -> DocumentListing:
+        listing: DocumentListing = await self._invoke("list_documents", tenant_id, collection_id)
+        return listing
 
-    async def delete_document(self, tenant_id: str, collection_id: str, doc_id: str) -> None:
-        await self._invoke("delete_document", tenant_id, collection_id, doc_id)
+    async def delete_document(self, tenant_id: str, collection_id: str, doc_id: str, update: ManifestUpdate) -> None:
+        await self._invoke("delete_document", tenant_id, collection_id, doc_id, update)
 
     async def begin_ingest(self, tenant_id: str, collection_id: str) -> int:
         version: int = await self._invoke("begin_ingest", tenant_id, collection_id)
@@ -88,9 +88,9 @@ class HandleDocumentStore:
         version: int,
         documents: Sequence[SealedDocument],
         limits: StoreLimits,
-    ) -> CommitResult:
-        result: CommitResult = await self._invoke("commit", tenant_id, collection_id, version, list(documents), limits)
-        return result
+        update: ManifestUpdate,
+    ) -> None:
+        await self._invoke("commit", tenant_id, collection_id, version, list(documents), limits, update)
 
     async def load(self, tenant_id: str, collection_id: str) -> LoadedCollection:
         loaded: LoadedCollection = await self._invoke("load", tenant_id, collection_id)

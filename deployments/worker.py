@@ -23,6 +23,7 @@ from securechat.keys import WorkerKeys
 from securechat.rag.embedder import MiniLMEmbedder
 from securechat.rag.modes import CollectionModes
 from securechat.rag.service import RagOptions, RagService
+from securechat.replay import ReplayGuard
 from securechat.worker import EnclaveWorker, WorkerIdentity
 
 
@@ -68,6 +69,7 @@ class WorkerDeployment:
             attester_factory=lambda identity: make_attester(identity, app),
             stream=app.stream,
             collections=await build_collection_modes(app.rag, store) if app.serves_collections(region) else None,
+            replay=ReplayGuard(app.sealing.envelope_max_ttl_s, app.sealing.replay_cache_entries),
         )
         await self._worker.start()
 

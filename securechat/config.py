@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from securechat.db.settings import DatabaseSettings
 from securechat.envelope import is_valid_id
-from securechat.stream import DEFAULT_FRAME_BYTES, MAX_FRAME_BYTES, MIN_FRAME_BYTES
+from securechat.stream import DEFAULT_FRAME_BYTES, DEFAULT_USAGE_BUCKET_TOKENS, MAX_FRAME_BYTES, MIN_FRAME_BYTES
 from securechat.suites import DEFAULT_SUITES, Suite
 from securechat.tenants.auth import AuthSettings
 from securechat.tenants.settings import TenantsSettings
@@ -78,9 +78,15 @@ class SealingSettings(_Strict):
     the gateway seals plain prompts to each worker's key of the first suite it offers. The default is the
     post-quantum hybrid alone. Listing ``hpke-x25519-...`` or ``rsa3072-oaep-...`` too is a compatibility
     setting for old clients: what is sealed with them can be opened later by whoever recorded the traffic and
-    has a quantum computer by then."""
+    has a quantum computer by then.
+
+    Every worker runs an envelope at most once, and only until the ``expires_at`` its header names
+    (``securechat.replay``): it refuses envelopes claiming to live longer than ``envelope_max_ttl_s`` and
+    remembers up to ``replay_cache_entries`` envelopes (beyond that it refuses the oldest-expiring ones)."""
 
     suites: tuple[Suite, ...] = DEFAULT_SUITES
+    envelope_max_ttl_s: int = Field(default=600, ge=10, le=86_400)
+    replay_cache_entries: int = Field(default=100_000, ge=100, le=10_000_000)
 
     @field_validator("suites")
     @classmethod
@@ -111,6 +117,9 @@ class StreamSettings(_Strict):
     # On by default: it cost nothing measurable at 1, 16 or 64 streams (benchmarks/results/serving), and it keeps
     # the engine's stalls (queueing, other requests' prefill) out of what the host sees.
     constant_rate: bool = True
+    # The grain of every token count the host sees (the final frame's clear counts, which limits and billing
+    # use, and the worker's metrics and logs): rounded up to a multiple of this. 1 gives exact counts.
+    usage_bucket_tokens: int = Field(default=DEFAULT_USAGE_BUCKET_TOKENS, ge=1, le=1 << 16)
 
     @field_validator("frame_bytes")
     @classmethod

@@ -2,8 +2,8 @@
 
 Layout (JSON on the wire, every binary field base64)::
 
-    header      canonical JSON bytes; the body's AAD (version, request_id, tenant_id, mode, region, and for every
-                wrap its key id and suite)
+    header      canonical JSON bytes; the body's AAD (version, request_id, tenant_id, mode, region, expires_at,
+                and for every wrap its key id and suite)
     keys        {key_id: wrapped DEK}; wrap context = suite + key_id + SHA-256(header), so a wrapped key cannot
                 be moved to another key, suite or envelope
     nonce       12 random bytes
@@ -11,8 +11,10 @@ Layout (JSON on the wire, every binary field base64)::
 
 The sealer need not know which replica will be chosen: it wraps the DEK for one verified key of every worker,
 in a suite its policy allows (``securechat.suites``; the post-quantum hybrid by default). The header names the
-suite of every wrap and is authenticated, so a host that strips, adds or relabels a wrap is refused. Opening
-authenticates everything before any plaintext is returned; every failure is InvalidCiphertext.
+suite of every wrap and is authenticated, so a host that strips, adds or relabels a wrap is refused. It also
+says until when the envelope may run (``expires_at``, unix seconds): workers refuse it afterwards and remember
+every one they ran until then (``securechat.replay``), so the host cannot run one envelope twice on a worker.
+Opening authenticates everything before any plaintext is returned; every failure is InvalidCiphertext.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import os
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,9 +39,13 @@ from securechat.keys import RecipientKey, Suite, WorkerKeys
 from securechat.suites import unwrap, wrap
 
 # The protocol version, envelope and response stream together (securechat.stream); a worker refuses any other.
-# 3: the header names each wrap's suite (post-quantum hybrid wraps); 2: one suite per envelope, response
-# frames of one fixed, padded size flushed on a cadence; 1: a frame per chunk, unpadded.
-ENVELOPE_VERSION = 3
+# 4: the header says until when the envelope may run (expires_at), the final frame's clear token counts are
+# rounded up to buckets (securechat.stream); 3: the header names each wrap's suite (post-quantum hybrid wraps);
+# 2: one suite per envelope, response frames of one fixed, padded size flushed on a cadence; 1: a frame per
+# chunk, unpadded.
+ENVELOPE_VERSION = 4
+DEFAULT_TTL_S = 120  # how long after sealing an envelope may run: longer than any queueing before a worker
+MAX_EXPIRES_AT = 2**53
 DEK_BYTES = 32
 NONCE_BYTES = 12
 MAX_ENVELOPE_BYTES = 4 << 20
@@ -59,11 +67,15 @@ class EnvelopeHeader:
     mode: str
     region: str
     wraps: tuple[tuple[str, Suite], ...]  # (key id, suite) of every wrapped DEK, sorted by key id
+    expires_at: int  # unix seconds: no worker runs the envelope afterwards
     version: int = ENVELOPE_VERSION
 
     def __post_init__(self) -> None:
         ids = (self.request_id, self.tenant_id, self.mode, self.region, *self.key_ids)
         if self.version != ENVELOPE_VERSION or not all(is_valid_id(value) for value in ids):
+            raise ValueError("invalid envelope header")
+        expires_at = self.expires_at
+        if not isinstance(expires_at, int) or isinstance(expires_at, bool) or not 0 < expires_at < MAX_EXPIRES_AT:
             raise ValueError("invalid envelope header")
         if not 0 < len(self.wraps) <= MAX_RECIPIENTS or list(self.key_ids) != sorted(set(self.key_ids)):
             raise ValueError("wraps must be sorted by key id, unique and non-empty")
@@ -84,6 +96,7 @@ class EnvelopeHeader:
             "tenant_id": self.tenant_id,
             "mode": self.mode,
             "region": self.region,
+            "expires_at": self.expires_at,
             "wraps": {key_id: suite.value for key_id, suite in self.wraps},
         }
         return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
@@ -104,6 +117,7 @@ class EnvelopeHeader:
                 mode=fields["mode"],
                 region=fields["region"],
                 wraps=tuple((key_id, Suite(suite)) for key_id, suite in sorted(wraps.items())),
+                expires_at=fields["expires_at"],
                 version=fields["v"],
             )
         except (ValueError, KeyError, TypeError) as exc:
@@ -204,11 +218,16 @@ def seal_request(
     mode: str,
     region: str,
     recipients: Sequence[RecipientKey],
+    ttl_s: float = DEFAULT_TTL_S,
     _dek: bytes | None = None,
     _nonce: bytes | None = None,
+    _now: float | None = None,
 ) -> SealedRequest:
-    """Seal ``body`` for every recipient key, each in its own suite; ``_dek``/``_nonce`` exist for known-answer
-    tests. Which keys (and so which suites) to seal to is the caller's policy: ``preferred_key`` per worker."""
+    """Seal ``body`` for every recipient key, each in its own suite, to run within ``ttl_s`` from now.
+
+    Which keys (and so which suites) to seal to is the caller's policy: ``preferred_key`` per worker.
+    ``_dek``, ``_nonce`` and ``_now`` exist for known-answer tests.
+    """
     chosen = {key.key_id: key for key in recipients}
     if not chosen or len(chosen) != len(recipients):
         raise ValueError("recipients must be non-empty with unique key ids")
@@ -218,6 +237,7 @@ def seal_request(
         mode=mode,
         region=region,
         wraps=tuple((key_id, chosen[key_id].suite) for key_id in sorted(chosen)),
+        expires_at=math.ceil((time.time() if _now is None else _now) + ttl_s),
     )
     header_bytes = header.to_bytes()
     dek = _dek if _dek is not None else AESGCM.generate_key(bit_length=256)

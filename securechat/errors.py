@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     MAX_NEW_TOKENS_EXCEEDED = "max_new_tokens_exceeded"
     INVALID_ENVELOPE = "invalid_envelope"
     STALE_KEYS = "stale_keys"
+    REPLAYED_ENVELOPE = "replayed_envelope"  # a worker ran this envelope already, or it expired
     DUPLICATE_REQUEST = "duplicate_request"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     NOT_ACCEPTABLE = "not_acceptable"
@@ -56,6 +57,10 @@ class ErrorCode(StrEnum):
     DOCUMENT_EMPTY = "document_empty"
     DOCUMENT_TOO_LARGE = "document_too_large"
     UNSUPPORTED_DOCUMENT_TYPE = "unsupported_document_type"
+    # A collection's state as the store holds it is not what its key holder last wrote (securechat.rag.manifest).
+    STALE_COLLECTION = "stale_collection"  # older than the newest state the client has seen
+    COLLECTION_TAMPERED = "collection_tampered"  # blobs or manifest that the collection key does not vouch for
+    COLLECTION_CHANGED = "collection_changed"  # another writer moved the state on first: read it again, retry
     # The release log (securechat.transparency): public data, served or not.
     NO_TRANSPARENCY_LOG = "no_transparency_log"
     NO_CHECKPOINT = "no_checkpoint"

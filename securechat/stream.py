@@ -1,4 +1,4 @@
-"""The encrypted response stream (protocol v2): fixed-size AES-256-GCM frames, bound to request and position.
+"""The encrypted response stream (envelope protocol v4): fixed-size AES-256-GCM frames, bound to request and position.
 
 Frame layout (the payload inside a length-prefixed wire frame)::
 
@@ -8,7 +8,9 @@ Frame layout (the payload inside a length-prefixed wire frame)::
     data   0x01 | seq:u32 BE | AES-256-GCM(response_key, nonce=seq as 12 bytes BE, aad) -> ct || tag
     final  0x04 | seq:u32 BE | input_tokens:u32 BE | output_tokens:u32 BE | AES-256-GCM(...) -> ct || tag
            aad = "securechat/v2/frame" | request_id | every byte before the ciphertext. The final frame's token
-           counts are readable by the host (for limits and billing) and authenticated like everything else.
+           counts are readable by the host (for limits and billing) and authenticated like everything else;
+           they are rounded up to a multiple of the worker's bucket (``usage_bucket_tokens``, 64 by default),
+           so the host learns an answer's length only to that grain. The exact counts are in the sealed trailer.
     error  0x02 | JSON {"code": ErrorCode, "request_id": str}: unauthenticated, for failures where no response
            key is held (e.g. the worker replica died). It can only end a stream, never complete it.
 
@@ -18,9 +20,10 @@ final frame another (8 bytes more)::
     plaintext = kind:u8 | length:u16 BE | body (length bytes) | zero padding up to frame_bytes
 
 ``kind`` TEXT carries UTF-8 answer text (split only at character boundaries; text beyond one frame continues in
-the next); ``kind`` TRAILER carries the JSON trailer {"metrics": {...}, "error": code | null, ...}: content-free
-numbers, an optional error code, and what a mode adds (a RAG answer's "citations", a search's "result"); it
-ends in the final frame and may begin in data frames before it.
+the next); ``kind`` TRAILER carries the JSON trailer {"metrics": {...}, "error": code | null, "usage":
+{"input_tokens", "output_tokens"}, ...}: numbers for the client (the exact token counts among them), an
+optional error code, and what a mode adds (a RAG answer's "citations", a search's "result"); it ends in the
+final frame and may begin in data frames before it.
 Padding is inside the AEAD, so it is authenticated; readers refuse non-zero padding and frames of another size.
 
 response_key = HKDF-SHA256(DEK, salt=run salt, info="securechat/v2/response" | request_id). Counter nonces
@@ -65,6 +68,8 @@ MIN_FRAME_BYTES: Final = 512
 MAX_FRAME_BYTES: Final = _RECORD_HEADER.size + 0xFFFF
 #: Holds what a GPU stream makes in one flush interval (~1,400 tok/s x 250 ms x ~4 bytes): one frame per tick.
 DEFAULT_FRAME_BYTES: Final = 2048
+#: The grain of the token counts the host sees (the final frame's clear counts, worker metrics and logs).
+DEFAULT_USAGE_BUCKET_TOKENS: Final = 64
 
 
 def wire_frame_sizes(frame_bytes: int) -> tuple[int, int]:
@@ -108,10 +113,21 @@ def split_utf8(data: bytes, capacity: int) -> list[bytes]:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts of one answer, in the clear in its final frame: what the host may count and bill."""
+    """Token counts of one answer: exact in the sealed trailer, rounded up to buckets in the clear."""
 
     input_tokens: int = 0
     output_tokens: int = 0
+
+    def rounded_up(self, bucket_tokens: int) -> Usage:
+        """The counts the host may see: each rounded up to a multiple of ``bucket_tokens`` (0 stays 0)."""
+        return Usage(round_up(self.input_tokens, bucket_tokens), round_up(self.output_tokens, bucket_tokens))
+
+    def to_dict(self) -> dict[str, int]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
+
+def round_up(count: int, bucket: int) -> int:
+    return -(-count // bucket) * bucket
 
 
 class ResponseSealer:
@@ -121,11 +137,20 @@ class ResponseSealer:
     """
 
     def __init__(
-        self, dek: bytes, request_id: str, frame_bytes: int = DEFAULT_FRAME_BYTES, *, _salt: bytes | None = None
+        self,
+        dek: bytes,
+        request_id: str,
+        frame_bytes: int = DEFAULT_FRAME_BYTES,
+        usage_bucket_tokens: int = DEFAULT_USAGE_BUCKET_TOKENS,
+        *,
+        _salt: bytes | None = None,
     ) -> None:
         """``_salt`` exists for known-answer tests; a worker always draws a fresh one."""
         if not MIN_FRAME_BYTES <= frame_bytes <= MAX_FRAME_BYTES:
             raise ValueError(f"frame_bytes must be in [{MIN_FRAME_BYTES}, {MAX_FRAME_BYTES}]")
+        if usage_bucket_tokens < 1:
+            raise ValueError("usage_bucket_tokens must be positive")
+        self._usage_bucket_tokens = usage_bucket_tokens
         self._salt = _salt if _salt is not None else os.urandom(SALT_BYTES)
         self._aead = AESGCM(derive_response_key(dek, request_id, self._salt))
         self._request_id = request_id
@@ -149,13 +174,20 @@ class ResponseSealer:
         usage: Usage | None = None,
         extra: dict[str, Any] | None = None,
     ) -> list[bytes]:
-        """The trailer: data frames while it does not fit, then the final frame (carrying ``usage``)."""
-        trailer = {**(extra or {}), "metrics": metrics, "error": error.value if error else None}
+        """The trailer: data frames while it does not fit, then the final frame. ``usage`` goes into the sealed
+        trailer exactly and into the final frame's clear counts rounded up to the bucket."""
+        usage = usage or Usage()
+        trailer = {
+            **(extra or {}),
+            "metrics": metrics,
+            "error": error.value if error else None,
+            "usage": usage.to_dict(),
+        }
         body = json.dumps(trailer, ensure_ascii=False, separators=(",", ":"))
         raw = body.encode()
         pieces = [raw[i : i + self._capacity] for i in range(0, len(raw), self._capacity)]
         frames = [self._seal(KIND_TRAILER, piece, None) for piece in pieces[:-1]]
-        frames.append(self._seal(KIND_TRAILER, pieces[-1], usage or Usage()))
+        frames.append(self._seal(KIND_TRAILER, pieces[-1], usage.rounded_up(self._usage_bucket_tokens)))
         return frames
 
     def _seal(self, kind: int, body: bytes, usage: Usage | None) -> bytes:
@@ -175,7 +207,8 @@ class ResponseSealer:
 
 
 def read_usage(frame: bytes) -> Usage | None:
-    """The clear token counts of a final frame (unauthenticated here: the host's own accounting); else None."""
+    """The clear, bucketed token counts of a final frame (unauthenticated here: the host's own accounting, for
+    limits and billing); else None."""
     if frame[:1] != bytes([FINAL_FRAME]) or len(frame) < _FINAL_PREFIX.size:
         return None
     _, _, input_tokens, output_tokens = _FINAL_PREFIX.unpack_from(frame)
@@ -201,8 +234,9 @@ class TrailerPartEvent:
 class FinalEvent:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = field(default_factory=Usage)  # exact, from the sealed trailer
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # a mode's additions (citations, result)
+    billed: Usage = field(default_factory=Usage)  # the clear counts the host saw: rounded up to buckets
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,20 +309,27 @@ class ResponseOpener:
         if not final:
             return TrailerPartEvent()
         self._finished = True
-        usage = read_usage(frame)
-        assert usage is not None
+        billed = read_usage(frame)
+        assert billed is not None
         try:
             trailer = json.loads(self._trailer)
-            extra = {k: v for k, v in trailer.items() if k not in ("metrics", "error")}
+            extra = {k: v for k, v in trailer.items() if k not in ("metrics", "error", "usage")}
             metrics = dict(trailer.get("metrics") or {})
-            return FinalEvent(metrics=metrics, error=trailer.get("error"), usage=usage, extra=extra)
-        except (ValueError, TypeError, AttributeError):
+            usage = Usage(_count(trailer["usage"]["input_tokens"]), _count(trailer["usage"]["output_tokens"]))
+        except (ValueError, TypeError, AttributeError, KeyError):
             raise InvalidCiphertext() from None
+        return FinalEvent(metrics=metrics, error=trailer.get("error"), usage=usage, extra=extra, billed=billed)
 
     def finish(self) -> None:
         """Call at end of input: a stream without its final frame was truncated."""
         if not self._finished:
             raise InvalidCiphertext()
+
+
+def _count(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_COUNT:
+        raise ValueError("invalid token count")
+    return value
 
 
 def _parse_record(plaintext: bytes) -> tuple[int, bytes]:

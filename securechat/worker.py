@@ -12,11 +12,11 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from securechat.attestation import Attester
-from securechat.config import StreamSettings
+from securechat.config import SealingSettings, StreamSettings
 from securechat.engine.base import Engine, EngineDeadError, EngineError, GenerationStats
 from securechat.envelope import Envelope, open_request
 from securechat.errors import ErrorCode, InvalidCiphertext
@@ -26,6 +26,7 @@ from securechat.keys import RecipientKey, WorkerKeys
 from securechat.logs import get_logger, log_event
 from securechat.pacing import paced
 from securechat.rag.modes import COLLECTION_MODES, Answer, CollectionModes, Refused
+from securechat.replay import ReplayGuard, ReplayVerdict
 from securechat.request_body import InvalidRequestBody, RequestBody
 from securechat.state import StateMachine, WorkerState
 from securechat.stream import ResponseSealer, Usage, make_error_frame
@@ -82,6 +83,7 @@ class EnclaveWorker:
         attester_factory: Callable[[WorkerIdentity], Attester] | None = None,
         stream: StreamSettings | None = None,
         collections: CollectionModes | None = None,
+        replay: ReplayGuard | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.region = region
@@ -98,6 +100,8 @@ class EnclaveWorker:
         self._attester: Attester | None = None
         self._stream = stream or StreamSettings()
         self._collections = collections  # None: this worker serves plain chat only
+        sealing = SealingSettings()
+        self._replay = replay or ReplayGuard(sealing.envelope_max_ttl_s, sealing.replay_cache_entries)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -165,7 +169,10 @@ class EnclaveWorker:
         ``max_new_tokens`` caps the answer below this worker's own limit, the others bound an ingest.
         """
         limits = limits or HostLimits()
-        max_new_tokens = min(self._max_new_tokens, limits.max_new_tokens or self._max_new_tokens)
+        if limits.max_new_tokens is not None:
+            max_new_tokens = min(self._max_new_tokens, limits.max_new_tokens)
+        else:
+            max_new_tokens = self._max_new_tokens
         request_id = envelope.header.request_id
         if self.state not in (WorkerState.READY, WorkerState.BUSY, WorkerState.STREAMING):
             self._observer.request_failed(ErrorCode.NO_WORKER)
@@ -189,6 +196,22 @@ class EnclaveWorker:
             self._observer.request_failed(ErrorCode.INVALID_ENVELOPE)
             yield encode_frame(make_error_frame(ErrorCode.INVALID_ENVELOPE, request_id))
             return
+        # After opening: only an authenticated header may take a place in the replay memory.
+        header = opened.header
+        verdict = self._replay.admit(header.tenant_id, request_id, header.expires_at)
+        if verdict is not ReplayVerdict.ADMITTED:
+            log_event(
+                logger,
+                "envelope_refused",
+                level=logging.WARNING,
+                request_id=request_id,
+                worker_id=self.worker_id,
+                error_code=ErrorCode.REPLAYED_ENVELOPE.value,
+                reason=verdict.value,
+            )
+            self._observer.request_failed(ErrorCode.REPLAYED_ENVELOPE)
+            yield encode_frame(make_error_frame(ErrorCode.REPLAYED_ENVELOPE, request_id))
+            return
         mode = envelope.header.mode
         if mode == "plain":
             async with aclosing(self._run_plain(opened.dek, opened.body, request_id, max_new_tokens)) as items:
@@ -201,9 +224,7 @@ class EnclaveWorker:
             return
         self._enter()
         try:
-            prepared = await self._collections.prepare(
-                mode, opened.body, envelope.header.tenant_id, limits, max_new_tokens
-            )
+            prepared = await self._collections.prepare(header, opened.body, limits, max_new_tokens)
         except Refused as refused:
             log_event(
                 logger,
@@ -217,7 +238,7 @@ class EnclaveWorker:
             return
         finally:
             self._leave(streaming=False)
-        sealer = ResponseSealer(opened.dek, request_id, self._stream.frame_bytes)  # a fresh salt, as below
+        sealer = self._sealer(opened.dek, request_id)
         yield encode_frame(sealer.start_frame)
         if isinstance(prepared, Answer):
             metrics = {"worker_id": self.worker_id}
@@ -228,11 +249,14 @@ class EnclaveWorker:
             async for frame in frames:
                 yield frame
 
+    def _sealer(self, dek: bytes, request_id: str) -> ResponseSealer:
+        # A fresh salt: this run's key is never reused.
+        return ResponseSealer(dek, request_id, self._stream.frame_bytes, self._stream.usage_bucket_tokens)
+
     async def _run_plain(
         self, dek: bytes, body_bytes: bytes, request_id: str, max_new_tokens: int
     ) -> AsyncGenerator[bytes, None]:
-        # A fresh salt: this run's key is never reused.
-        sealer = ResponseSealer(dek, request_id, self._stream.frame_bytes)
+        sealer = self._sealer(dek, request_id)
         yield encode_frame(sealer.start_frame)
         try:
             body = RequestBody.from_bytes(body_bytes, max_new_tokens)
@@ -263,11 +287,8 @@ class EnclaveWorker:
                         self._start_streaming()
                     if flush.stats is not None:
                         stats = flush.stats
-                        self._observer.request_finished(stats)
-                        log_event(
-                            logger, "request_done", request_id=request_id, worker_id=self.worker_id, **stats.as_dict()
-                        )
                         usage = Usage(stats.input_tokens, stats.output_tokens)
+                        self._report_done(request_id, stats, usage)
                         metrics = {"worker_id": self.worker_id, **stats.as_dict()}
                         frames += sealer.seal_final(metrics, usage=usage, extra=trailer)
                     yield _wire(frames)
@@ -288,6 +309,23 @@ class EnclaveWorker:
             yield _wire(sealer.seal_final({"worker_id": self.worker_id}, code))
         finally:
             self._leave(streaming)
+
+    def _report_done(self, request_id: str, stats: GenerationStats, usage: Usage) -> None:
+        """Metrics and the log line: what the host sees, so token counts are rounded up to the bucket (as in the
+        final frame) and the finish reason is left out; the exact figures are only in the sealed trailer."""
+        billed = usage.rounded_up(self._stream.usage_bucket_tokens)
+        host_stats = replace(stats, input_tokens=billed.input_tokens, output_tokens=billed.output_tokens)
+        self._observer.request_finished(host_stats)
+        log_event(
+            logger,
+            "request_done",
+            request_id=request_id,
+            worker_id=self.worker_id,
+            ttft_ms=round(host_stats.ttft_ms, 3),
+            total_ms=round(host_stats.total_ms, 3),
+            input_tokens=host_stats.input_tokens,
+            output_tokens=host_stats.output_tokens,
+        )
 
     # -- state bookkeeping: READY when idle, STREAMING while any request streams, else BUSY ------------------
     def _enter(self) -> None:

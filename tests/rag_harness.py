@@ -31,13 +31,24 @@ TAXES = "Quarterly tax returns are due thirty days after the end of each quarter
 
 @contextmanager
 def serve_rag(
-    trust: TrustFiles, embedder: MiniLMEmbedder, store: SQLiteDocumentStore, engine: ScriptedEngine
+    trust: TrustFiles,
+    embedder: MiniLMEmbedder,
+    store: SQLiteDocumentStore,
+    engine: ScriptedEngine,
+    *,
+    num_workers: int = 1,
+    policy: TenantPolicy = POLICY,
 ) -> Iterator[LocalService]:
+    """The gateway over ``num_workers`` workers with collections, each with its own cache, one store."""
     documents = LocalDocumentStore(store)
     options = RagOptions(RAG.max_document_bytes, RAG.chunk_tokens, RAG.overlap_tokens, RAG.cache_bytes, 60)
-    modes = CollectionModes(RagService(embedder, documents, options))
-    worker = make_worker("w0", trust.root, collections=modes, engine=engine)
-    with serve_gateway([worker], documents=documents, rag=RAG, default_policy=POLICY) as running:
+    workers = [
+        make_worker(
+            f"w{i}", trust.root, collections=CollectionModes(RagService(embedder, documents, options)), engine=engine
+        )
+        for i in range(num_workers)
+    ]
+    with serve_gateway(workers, documents=documents, rag=RAG, default_policy=policy) as running:
         yield running
 
 

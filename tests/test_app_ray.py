@@ -251,3 +251,28 @@ def test_canary_prompt_appears_in_no_log_and_no_response(ray_app: LocalApp) -> N
             except OSError:
                 continue
     assert hits == []
+
+
+def test_an_envelope_replayed_to_its_worker_through_a_ray_handle_is_refused(ray_app: LocalApp) -> None:
+    """The host holds the worker deployment's handle and sends it an envelope that already ran there (the
+    batched region has one worker, so the replay reaches the same one): a replayed_envelope error frame."""
+    from ray import serve
+
+    from deployments.app import worker_deployment_name
+    from deployments.local import APP_NAME
+
+    sampling = SamplingParams(max_new_tokens=4, temperature=0.0)
+    sealed = seal_for(directory(ray_app, BATCHED_REGION), "Once only.", BATCHED_REGION, sampling)
+    response = post_envelope(ray_app, sealed, BATCHED_REGION)
+    assert response.status_code == 200 and read_completion([response.content], sealed).metrics["output_tokens"] == 4
+    handle = serve.get_deployment_handle(worker_deployment_name(BATCHED_REGION), app_name=APP_NAME)
+
+    async def replay() -> bytes:
+        items = handle.options(method_name="run", stream=True).remote(sealed.envelope.to_bytes())
+        return b"".join([item async for item in items])
+
+    frames = decode_frames(asyncio.run(replay()))
+    assert len(frames) == 1 and json.loads(frames[0][1:]) == {
+        "code": "replayed_envelope",
+        "request_id": sealed.request_id,
+    }

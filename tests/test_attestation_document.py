@@ -23,7 +23,7 @@ from securechat.attestation import (
     sign_manifest,
 )
 from securechat.attestation._canonical import canonical_json
-from securechat.config import StreamSettings
+from securechat.config import SealingSettings, StreamSettings
 from securechat.keys import WorkerKeys
 from securechat.suites import DEFAULT_SUITES
 from securechat.worker import WorkerIdentity
@@ -187,7 +187,7 @@ def test_build_manifest_accepts_exactly_the_current_measurements(tmp_path: Path)
         {**engine, "max_input_tokens": 8, "max_new_tokens": 8, "disable_eos": False, "options": {}},
         debug=False,
         stream=StreamSettings().model_dump(mode="json"),
-        suites=[suite.value for suite in DEFAULT_SUITES],
+        sealing=SealingSettings().model_dump(mode="json"),
     )
     manifest = build_manifest("securechat", "v1", package_dir=package, config=config, model_dir=model, now=NOW)
     assert set(manifest.registers) == {"code", "config", "model"}

@@ -24,7 +24,7 @@ ENGINE = {
     "options": {},
 }
 STREAM = StreamSettings().model_dump(mode="json")
-SUITES = [suite.value for suite in SealingSettings().suites]
+SEALING = SealingSettings().model_dump(mode="json")
 
 
 def _package(root: Path) -> Path:
@@ -89,41 +89,44 @@ def test_real_package_measures() -> None:
 
 
 def test_config_register_covers_behaviour_not_placement() -> None:
-    base = runtime_config(ENGINE, debug=False, stream=STREAM, suites=SUITES)
-    assert set(base) == {*CONFIG_FIELDS, "debug", "stream", "suites"}
+    base = runtime_config(ENGINE, debug=False, stream=STREAM, sealing=SEALING)
+    assert set(base) == {*CONFIG_FIELDS, "debug", "stream", "sealing"}
     assert "device" not in base
     assert measure_config(base) == measure_config(dict(reversed(list(base.items()))))
-    placed = runtime_config({**ENGINE, "device": "cuda:1"}, debug=False, stream=STREAM, suites=SUITES)
+    placed = runtime_config({**ENGINE, "device": "cuda:1"}, debug=False, stream=STREAM, sealing=SEALING)
     assert measure_config(placed) == measure_config(base)
     for name, value in [("dtype", "bf16"), ("max_new_tokens", 129), ("quantization", "int8"), ("options", {"a": 1})]:
-        changed = runtime_config({**ENGINE, name: value}, debug=False, stream=STREAM, suites=SUITES)
+        changed = runtime_config({**ENGINE, name: value}, debug=False, stream=STREAM, sealing=SEALING)
         assert measure_config(changed) != measure_config(base)
-    assert measure_config(runtime_config(ENGINE, debug=True, stream=STREAM, suites=SUITES)) != measure_config(base)
+    assert measure_config(runtime_config(ENGINE, debug=True, stream=STREAM, sealing=SEALING)) != measure_config(base)
 
 
 def test_config_register_covers_what_the_host_sees_of_an_answer() -> None:
     """A host that shrank frames or turned constant rate off would change the register a client pins."""
-    base = measure_config(runtime_config(ENGINE, debug=False, stream=STREAM, suites=SUITES))
+    base = measure_config(runtime_config(ENGINE, debug=False, stream=STREAM, sealing=SEALING))
     for name, value in [
         ("frame_bytes", 4096),
         ("flush_interval_ms", 10.0),
         ("constant_rate", not STREAM["constant_rate"]),
     ]:
         assert (
-            measure_config(runtime_config(ENGINE, debug=False, stream={**STREAM, name: value}, suites=SUITES)) != base
+            measure_config(runtime_config(ENGINE, debug=False, stream={**STREAM, name: value}, sealing=SEALING)) != base
         )
 
 
-def test_config_register_covers_the_suites_requests_are_sealed_with() -> None:
-    """A host that made its workers offer classical keys too would change the register a client pins."""
-    base = measure_config(runtime_config(ENGINE, debug=False, stream=STREAM, suites=SUITES))
-    with_classical = [*SUITES, "hpke-x25519-hkdf-sha256-aes256gcm"]
-    assert measure_config(runtime_config(ENGINE, debug=False, stream=STREAM, suites=with_classical)) != base
+def test_config_register_covers_how_requests_are_sealed() -> None:
+    """A host that made its workers offer classical keys too, or accept envelopes for longer, would change the
+    register a client pins."""
+    base = measure_config(runtime_config(ENGINE, debug=False, stream=STREAM, sealing=SEALING))
+    with_classical = {**SEALING, "suites": [*SEALING["suites"], "hpke-x25519-hkdf-sha256-aes256gcm"]}
+    assert measure_config(runtime_config(ENGINE, debug=False, stream=STREAM, sealing=with_classical)) != base
+    longer_lived = {**SEALING, "envelope_max_ttl_s": 86_400}
+    assert measure_config(runtime_config(ENGINE, debug=False, stream=STREAM, sealing=longer_lived)) != base
 
 
 def test_runtime_config_requires_every_measured_field() -> None:
     with pytest.raises(ValueError):
-        runtime_config({k: v for k, v in ENGINE.items() if k != "dtype"}, debug=False, stream=STREAM, suites=SUITES)
+        runtime_config({k: v for k, v in ENGINE.items() if k != "dtype"}, debug=False, stream=STREAM, sealing=SEALING)
 
 
 def test_model_register_covers_every_file_but_hidden_ones(tmp_path: Path) -> None:
@@ -161,7 +164,7 @@ def test_model_register_refuses_empty_or_missing_directory(tmp_path: Path) -> No
 
 def test_measure_worker_names_three_registers(tmp_path: Path) -> None:
     registers = measure_worker(
-        _package(tmp_path), runtime_config(ENGINE, debug=False, stream=STREAM, suites=SUITES), _model(tmp_path)
+        _package(tmp_path), runtime_config(ENGINE, debug=False, stream=STREAM, sealing=SEALING), _model(tmp_path)
     )
     assert set(registers) == {"code", "config", "model"}
     assert len(set(registers.values())) == 3  # domain separation: equal inputs would still differ per register

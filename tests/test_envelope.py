@@ -15,6 +15,8 @@ VECTORS: dict[str, Any] = json.loads(
     (Path(__file__).parent / "vectors" / f"securechat_v{ENVELOPE_VERSION}.json").read_text()
 )
 IDS = {"request_id": "req-0001", "tenant_id": "tenant1", "mode": "plain", "region": "us-west-1"}
+NOW = 1_800_000_000
+EXPIRES = NOW + 120  # what seal_request's default lifetime gives at NOW
 ALL_SUITES = tuple(Suite)
 
 
@@ -96,7 +98,7 @@ def test_a_stripped_wrap_is_detected(alice: WorkerKeys, bob: WorkerKeys) -> None
     suite = Suite.HPKE_MLKEM768_X25519
     env = seal_request(b"x", **IDS, recipients=[alice.public_key(suite), bob.public_key(suite)]).envelope
     a_id = alice.public_key(suite).key_id
-    stripped = EnvelopeHeader(**IDS, wraps=((a_id, suite),)).to_bytes()
+    stripped = EnvelopeHeader(**IDS, wraps=((a_id, suite),), expires_at=env.header.expires_at).to_bytes()
     forged = Envelope(stripped, {a_id: env.wrapped_keys[a_id]}, env.nonce, env.ciphertext)
     with pytest.raises(InvalidCiphertext):
         open_request(forged, alice)
@@ -107,14 +109,14 @@ def test_a_stripped_wrap_is_detected(alice: WorkerKeys, bob: WorkerKeys) -> None
 def test_a_wrap_relabelled_to_a_classical_suite_is_refused(alice: WorkerKeys) -> None:
     """The header names the hybrid wrap as X25519: the worker tries a key only in the suite it was made for."""
     hybrid, classical = alice.public_key(Suite.HPKE_MLKEM768_X25519), alice.public_key(Suite.HPKE_X25519)
-    env = seal_request(b"x", **IDS, recipients=[hybrid]).envelope
-    relabelled = EnvelopeHeader(**IDS, wraps=((hybrid.key_id, Suite.HPKE_X25519),)).to_bytes()
+    env = seal_request(b"x", **IDS, recipients=[hybrid], _now=NOW).envelope
+    relabelled = EnvelopeHeader(**IDS, wraps=((hybrid.key_id, Suite.HPKE_X25519),), expires_at=EXPIRES).to_bytes()
     with pytest.raises(InvalidCiphertext):
         open_request(Envelope(relabelled, env.wrapped_keys, env.nonce, env.ciphertext), alice)
     # Nor can the host swap in a wrap of its own for the worker's classical key: it does not know the DEK.
-    own = seal_request(b"other", **IDS, recipients=[classical]).envelope
-    swapped_header = EnvelopeHeader(**IDS, wraps=((classical.key_id, Suite.HPKE_X25519),)).to_bytes()
-    swapped = Envelope(swapped_header, own.wrapped_keys, env.nonce, env.ciphertext)
+    own = seal_request(b"other", **IDS, recipients=[classical], _now=NOW).envelope
+    swapped_header = EnvelopeHeader(**IDS, wraps=((classical.key_id, Suite.HPKE_X25519),), expires_at=EXPIRES)
+    swapped = Envelope(swapped_header.to_bytes(), own.wrapped_keys, env.nonce, env.ciphertext)
     with pytest.raises(InvalidCiphertext):
         open_request(swapped, alice)
 
@@ -145,11 +147,25 @@ def test_tampering_is_refused(suite: Suite, part: str, alice: WorkerKeys) -> Non
 def test_tampered_header_is_refused(suite: Suite, alice: WorkerKeys) -> None:
     env = seal_request(b"body", **IDS, recipients=[alice.public_key(suite)]).envelope
     header = EnvelopeHeader.from_bytes(env.header_bytes)
-    for change in ({"tenant_id": "tenant2"}, {"region": "eu-west-1"}, {"request_id": "req-0002"}):
-        fields = {**IDS, **change}
+    for change in (
+        {"tenant_id": "tenant2"},
+        {"region": "eu-west-1"},
+        {"request_id": "req-0002"},
+        {"expires_at": header.expires_at + 3600},  # a host that wants more time to replay it
+    ):
+        fields: dict[str, Any] = {**IDS, "expires_at": header.expires_at, **change}
         forged_header = EnvelopeHeader(wraps=header.wraps, **fields).to_bytes()
         with pytest.raises(InvalidCiphertext):
             open_request(Envelope(forged_header, env.wrapped_keys, env.nonce, env.ciphertext), alice)
+
+
+def test_an_envelope_runs_for_its_lifetime_from_sealing() -> None:
+    key = WorkerKeys.generate().public_keys[0]
+    assert seal_request(b"x", **IDS, recipients=[key], _now=NOW).envelope.header.expires_at == EXPIRES
+    assert seal_request(b"x", **IDS, recipients=[key], ttl_s=30, _now=NOW + 0.5).envelope.header.expires_at == NOW + 31
+    for bad in (0, -1, True, 1.5, 2**53):
+        with pytest.raises(ValueError, match="invalid envelope header"):
+            EnvelopeHeader(**IDS, wraps=((key.key_id, key.suite),), expires_at=bad)  # type: ignore[arg-type]
 
 
 def test_non_canonical_header_is_malformed(alice: WorkerKeys) -> None:
@@ -228,6 +244,7 @@ def test_known_answer_vectors(case: dict[str, Any]) -> None:
         recipients=[keys.public_key(suite)],
         _dek=bytes.fromhex(VECTORS["dek_hex"]),
         _nonce=bytes.fromhex(VECTORS["nonce_hex"]),
+        _now=VECTORS["sealed_at"],
     )
     # With DEK and nonce injected, header and body ciphertext are fixed bytes.
     assert sealed.envelope.header_bytes.decode() == case["header_bytes"]

@@ -19,6 +19,7 @@ from securechat.host_limits import HostLimits
 from securechat.keys import RecipientKey, Suite, WorkerKeys
 from securechat.request_body import RequestBody
 from securechat.response import read_completion
+from securechat.stream import Usage, read_usage
 from securechat.tenants.auth import AuthMode, AuthSettings
 from securechat.tenants.tenancy import Tenancy, build_tenancy
 from securechat.worker import EnclaveWorker
@@ -112,6 +113,26 @@ def test_client_sealed_request_decrypts_to_the_output(stack: Any) -> None:
     assert response.status_code == 200 and response.headers["x-request-id"] == "client-req-1"
     completion = read_completion([response.content], sealed)
     assert completion.text == "Hello, world" and completion.metrics["output_tokens"] == 3
+
+
+def test_the_host_sees_token_counts_rounded_up_to_buckets_and_the_client_exact_ones(stack: Any) -> None:
+    """What the gateway reads from the final frame (and charges the tenant's limits with) is a multiple of 64;
+    the client's exact counts come from the sealed trailer."""
+    client, _, _ = stack
+    body = RequestBody.from_prompt("secret").to_bytes()
+    sealed = seal_request(
+        body,
+        request_id="bucketed-1",
+        tenant_id="tenant1",
+        mode="plain",
+        region="us-west-1",
+        recipients=recipients(client),
+    )
+    payload = {"tenant_id": "tenant1", "mode": "plain", "region": "us-west-1", "envelope": sealed.envelope.to_dict()}
+    response = call(client, "POST", "/infer", json=payload)
+    assert read_usage(decode_frames(response.content)[-1]) == Usage(64, 64)
+    completion = read_completion([response.content], sealed)
+    assert (completion.metrics["input_tokens"], completion.metrics["output_tokens"]) == (3, 3)
 
 
 def test_sse_streams_decrypted_text_for_gateway_sealed_prompts(stack: Any) -> None:

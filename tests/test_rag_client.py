@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from securechat.cli import main
-from securechat.client import ServiceError
+from securechat.client import SecureChatClient, ServiceError
 from securechat.client.collections import DocumentError, DocumentFile
 from securechat.client.keyring import Keyring, KeyringError
 from securechat.db import DatabaseUnavailable
@@ -145,6 +145,7 @@ def test_tenants_are_refused_on_the_host_side_and_cryptographically(
             owner.collections.search("col_nonexistent", "bread")
         assert (unknown.value.status, unknown.value.code) == (404, "unknown_collection")
         # The owner with a wrong key: the same opaque refusal as an envelope no worker can open, no results.
+        owner.keyring.remove(cid)
         owner.keyring.add(cid, "tenant1", CollectionKey.generate())
         with pytest.raises(ServiceError) as wrong:
             owner.collections.search(cid, "bread")
@@ -322,3 +323,28 @@ def test_a_lost_store_database_is_503_and_keeps_nothing(
         assert client.collections.documents(cid) == []  # the failed ingest kept nothing
         client.collections.add(cid, files(("a.txt", TRAINS)))  # and it works again once the database is back
         assert len(client.collections.documents(cid)) == 1
+
+
+@pytest.mark.parametrize(("answered_id", "code"), [("reuse", "duplicate_collection_id"), ("../x", "invalid_response")])
+def test_a_service_cannot_make_the_client_overwrite_a_key_or_break_the_keyring(
+    answered_id: str, code: str, trust: TrustFiles, tmp_path: Path
+) -> None:
+    """The host answers a new collection with the id of one the keyring holds, or with an id that is not one:
+    refused by name, the held key untouched, the keyring still readable."""
+    import httpx
+
+    keyring = Keyring(tmp_path / "keyring.json")
+    held = keyring.add("c_held", "tenant1", CollectionKey.generate())
+
+    def lying_service(request: httpx.Request) -> httpx.Response:
+        collection_id = "c_held" if answered_id == "reuse" else answered_id
+        item = {"collection_id": collection_id, "created_at": 1.0, "num_documents": 0, "num_chunks": 0}
+        return httpx.Response(201, json={**item, "num_bytes": 0, "tenant_id": "tenant1"})
+
+    http = httpx.Client(transport=httpx.MockTransport(lying_service))
+    client = SecureChatClient(trust.client_config("http://service.test"), http, keyring=keyring)
+    with pytest.raises(ServiceError) as refused:
+        client.collections.create("new")
+    assert refused.value.code == code
+    assert [entry.collection_id for entry in keyring.entries()] == ["c_held"]
+    assert keyring.get("c_held").key == held.key

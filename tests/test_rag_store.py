@@ -1,6 +1,8 @@
 """The host's store of sealed collections: versioned, concurrent-safe, limited, deletable, persistent, 0600.
 
-Every behaviour test runs on both backends: an SQLite file and a real PostgreSQL server (``postgres_url``)."""
+Every behaviour test runs on both backends: an SQLite file and a real PostgreSQL server (``postgres_url``).
+Manifests are opaque to the store (only key holders can read or write them): here they are stand-ins that say
+their counter."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 from securechat.db import DatabaseSettings
 from securechat.errors import ErrorCode
 from securechat.rag.store import (
+    ManifestUpdate,
     SealedChunk,
     SealedDocument,
     SQLDocumentStore,
@@ -44,10 +47,22 @@ def store(settings: DatabaseSettings, tmp_path: Path) -> Iterator[SQLDocumentSto
     store.close()
 
 
+def next_update(store: SQLDocumentStore, collection_id: str = "c1") -> ManifestUpdate:
+    stored = store.list_documents("t1", collection_id).manifest
+    counter = 0 if stored is None else int(stored.decode().split(":")[1])
+    return ManifestUpdate(f"manifest:{counter + 1}".encode(), counter + 1)
+
+
 def ingest(store: SQLDocumentStore, *docs: SealedDocument, limits: StoreLimits = LIMITS) -> int:
+    """As a worker does: a version, then commit with the next manifest, again if another writer came first."""
     version = store.begin_ingest("t1", "c1")
-    store.commit("t1", "c1", version, docs, limits)
-    return version
+    while True:
+        try:
+            store.commit("t1", "c1", version, docs, limits, next_update(store))
+            return version
+        except StoreError as refused:
+            if refused.code is not ErrorCode.COLLECTION_CHANGED:
+                raise
 
 
 def test_the_file_is_private(tmp_path: Path) -> None:
@@ -71,16 +86,36 @@ def test_ingest_then_load_the_latest_version_of_every_document(store: SQLDocumen
     assert (info.num_documents, info.num_chunks) == (2, 4) and info.generation == loaded.generation
 
 
-def test_a_late_commit_of_an_older_version_does_not_overwrite_a_newer_one(store: SQLDocumentStore) -> None:
-    old, new = store.begin_ingest("t1", "c1"), store.begin_ingest("t1", "c1")
-    store.commit("t1", "c1", new, [doc("a", 1, b"new")], LIMITS)
-    result = store.commit("t1", "c1", old, [doc("a", 3, b"old"), doc("b", 1)], LIMITS)
-    assert result.superseded == ("a",) and result.written == ("b",)
-    chunks = [c for c in store.load("t1", "c1").chunks if c.doc_id == "a"]
-    assert [(c.version, c.sealed_text) for c in chunks] == [(new, b"textnew\x00")]
+def test_a_write_that_does_not_follow_the_stored_manifest_is_refused_whole(store: SQLDocumentStore) -> None:
+    """Compare and swap on the manifest's counter: a writer that read an older state must read it again."""
+    ingest(store, doc("a", 1))
+    generation = store.generation("t1", "c1")
+    version = store.begin_ingest("t1", "c1")
+    for counter in (1, 3):  # the stored counter is 1: only 2 follows it
+        with pytest.raises(StoreError) as changed:
+            store.commit("t1", "c1", version, [doc("b", 1)], LIMITS, ManifestUpdate(b"manifest:x", counter))
+        assert changed.value.code is ErrorCode.COLLECTION_CHANGED
+        with pytest.raises(StoreError) as changed:
+            store.delete_document("t1", "c1", "a", ManifestUpdate(b"manifest:x", counter))
+        assert changed.value.code is ErrorCode.COLLECTION_CHANGED
+    loaded = store.load("t1", "c1")
+    assert {c.doc_id for c in loaded.chunks} == {"a"} and loaded.manifest == b"manifest:1"
+    assert loaded.generation == generation
+
+
+def test_the_manifest_comes_with_the_blobs_and_the_listing_in_one_read(store: SQLDocumentStore) -> None:
+    assert store.load("t1", "c1").manifest is None and store.list_documents("t1", "c1").manifest is None
+    ingest(store, doc("a", 2, b"1"), doc("b", 1))
+    listing = store.list_documents("t1", "c1")
+    assert listing.manifest == store.load("t1", "c1").manifest == b"manifest:1"
+    assert [(d.doc_id, d.num_chunks, d.sealed_meta) for d in listing.documents] == [
+        ("a", 2, b"meta1"),
+        ("b", 1, b"meta"),
+    ]
 
 
 def test_concurrent_ingests_into_one_collection_lose_nothing(store: SQLDocumentStore) -> None:
+    """Each retries after another came first (as workers do); every one is kept, the counter counts them all."""
     errors: list[BaseException] = []
 
     def run(i: int) -> None:
@@ -95,8 +130,9 @@ def test_concurrent_ingests_into_one_collection_lose_nothing(store: SQLDocumentS
     for thread in threads:
         thread.join()
     assert not errors
-    assert {c.doc_id for c in store.load("t1", "c1").chunks} == {f"d{i}" for i in range(16)}
-    assert store.collection("t1", "c1").num_chunks == 32
+    loaded = store.load("t1", "c1")
+    assert {c.doc_id for c in loaded.chunks} == {f"d{i}" for i in range(16)}
+    assert store.collection("t1", "c1").num_chunks == 32 and loaded.manifest == b"manifest:16"
 
 
 @pytest.mark.parametrize(
@@ -109,8 +145,9 @@ def test_limits_refuse_the_whole_commit(store: SQLDocumentStore, limits: StoreLi
     with pytest.raises(StoreError) as refused:
         ingest(store, doc("b", 2), doc("c", 2), limits=limits)
     assert refused.value.code is code
-    assert {c.doc_id for c in store.load("t1", "c1").chunks} == {"a"}  # nothing of the refused ingest
-    assert store.generation("t1", "c1") == generation
+    loaded = store.load("t1", "c1")
+    assert {c.doc_id for c in loaded.chunks} == {"a"}  # nothing of the refused ingest, its manifest neither
+    assert store.generation("t1", "c1") == generation and loaded.manifest == b"manifest:1"
 
 
 def test_limits_count_every_collection_of_the_tenant(store: SQLDocumentStore) -> None:
@@ -118,18 +155,20 @@ def test_limits_count_every_collection_of_the_tenant(store: SQLDocumentStore) ->
     ingest(store, doc("a", 3))
     version = store.begin_ingest("t1", "c2")
     with pytest.raises(StoreError):
-        store.commit("t1", "c2", version, [doc("b", 3)], StoreLimits(100, 5))
+        store.commit("t1", "c2", version, [doc("b", 3)], StoreLimits(100, 5), next_update(store, "c2"))
 
 
 def test_deletions_remove_blobs_and_move_the_generation(store: SQLDocumentStore) -> None:
     ingest(store, doc("a"), doc("b"))
     generation = store.generation("t1", "c1")
-    store.delete_document("t1", "c1", "a")
-    assert {c.doc_id for c in store.load("t1", "c1").chunks} == {"b"}
+    store.delete_document("t1", "c1", "a", next_update(store))
+    loaded = store.load("t1", "c1")
+    assert {c.doc_id for c in loaded.chunks} == {"b"} and loaded.manifest == b"manifest:2"
     assert store.generation("t1", "c1") > generation
     with pytest.raises(StoreError) as unknown:
-        store.delete_document("t1", "c1", "a")
+        store.delete_document("t1", "c1", "a", next_update(store))
     assert unknown.value.code is ErrorCode.UNKNOWN_DOCUMENT
+    assert store.load("t1", "c1").manifest == b"manifest:2"  # the refused deletion's manifest is not kept
     store.delete_collection("t1", "c1")
     with pytest.raises(StoreError) as gone:
         store.load("t1", "c1")
@@ -145,7 +184,7 @@ def test_tenants_never_reach_each_others_collections(store: SQLDocumentStore) ->
         lambda: store.list_documents("t2", "c1"),
         lambda: store.begin_ingest("t2", "c1"),
         lambda: store.delete_collection("t2", "c1"),
-        lambda: store.delete_document("t2", "c1", "a"),
+        lambda: store.delete_document("t2", "c1", "a", ManifestUpdate(b"manifest:2", 2)),
     ):
         with pytest.raises(StoreError) as refused:
             call()
@@ -186,7 +225,8 @@ def test_two_replicas_cannot_both_pass_the_tenants_limit(settings: DatabaseSetti
         version = replica.begin_ingest("t1", f"c{index}")
         barrier.wait()
         try:
-            replica.commit("t1", f"c{index}", version, [doc(f"d{index}a"), doc(f"d{index}b")], limits)
+            update = ManifestUpdate(b"manifest:1", 1)
+            replica.commit("t1", f"c{index}", version, [doc(f"d{index}a"), doc(f"d{index}b")], limits, update)
             outcomes.append("kept")
         except StoreError as refused:
             outcomes.append(refused.code.value)

@@ -55,7 +55,7 @@ def test_round_trip() -> None:
         TextEvent("a"),
         TextEvent("ß✓"),
         TextEvent(""),
-        FinalEvent({"output_tokens": 3}, None, Usage(3, 3)),
+        FinalEvent({"output_tokens": 3}, None, Usage(3, 3), billed=Usage(64, 64)),
     ]
 
 
@@ -93,7 +93,7 @@ def test_a_long_trailer_spans_frames_and_ends_in_the_final_one() -> None:
     events = read_all(frames)
     assert len(frames) > 3
     assert all(isinstance(e, TrailerPartEvent) for e in events[1:-1])
-    assert events[-1] == FinalEvent(metrics, None, Usage(1, 0))
+    assert events[-1] == FinalEvent(metrics, None, Usage(1, 0), billed=Usage(64, 0))
 
 
 def test_the_largest_metrics_trailer_fits_one_frame_of_the_smallest_size() -> None:
@@ -131,7 +131,7 @@ def test_a_frame_of_another_size_is_refused() -> None:
 
 def test_usage_is_readable_in_the_clear_and_authenticated() -> None:
     frames = frames_for("r1", ["a", "b"])
-    assert read_usage(frames[-1]) == Usage(3, 2)
+    assert read_usage(frames[-1]) == Usage(64, 64)  # rounded up to the default bucket
     assert all(read_usage(frame) is None for frame in frames[:-1])
     forged = bytearray(frames[-1])
     forged[9:13] = (10**6).to_bytes(4, "big")  # inflate output_tokens
@@ -243,6 +243,26 @@ def test_unknown_error_codes_are_not_echoed() -> None:
     assert opener.open(frame) == ErrorEvent(code="internal_error", request_id="r1")
 
 
+@pytest.mark.parametrize(
+    ("exact", "bucket", "billed"),
+    [
+        (Usage(0, 0), 64, Usage(0, 0)),
+        (Usage(1, 64), 64, Usage(64, 64)),
+        (Usage(65, 129), 64, Usage(128, 192)),
+        (Usage(7, 9), 1, Usage(7, 9)),
+    ],
+)
+def test_the_host_sees_token_counts_rounded_up_and_the_client_exact_ones(
+    exact: Usage, bucket: int, billed: Usage
+) -> None:
+    sealer = ResponseSealer(DEK, "r1", FRAME_BYTES, bucket)
+    frames = [sealer.start_frame, *sealer.seal_final({"worker_id": "w"}, usage=exact)]
+    assert read_usage(frames[-1]) == billed
+    final = read_all(frames, request_id="r1")[-1]
+    assert isinstance(final, FinalEvent) and final.usage == exact and final.billed == billed
+    assert "usage" not in final.extra
+
+
 def test_sealer_refuses_after_final() -> None:
     sealer = ResponseSealer(DEK, "r1")
     sealer.seal_final({})
@@ -260,3 +280,4 @@ def test_known_answer_response_frames(case: dict[str, object]) -> None:
     assert events[:3] == [StartEvent(), TextEvent("Hello"), TextEvent(" ✓")]
     assert isinstance(events[3], TrailerPartEvent) and isinstance(events[-1], FinalEvent)
     assert events[-1].usage == Usage(9, 2) and events[-1].metrics["output_tokens"] == 2
+    assert events[-1].billed == Usage(64, 64) == read_usage(ours[-1])  # the host's view: rounded up to buckets

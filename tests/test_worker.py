@@ -1,4 +1,5 @@
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -100,6 +101,8 @@ def test_pipeline_streams_sealed_flushes_and_metrics(keys: WorkerKeys, suite: Su
         ("STREAMING", "READY"),
     ]
     assert len(observer.finished) == 1
+    # Metrics are the host's: token counts rounded up to the bucket, as in the final frame's clear counts.
+    assert (observer.finished[0].input_tokens, observer.finished[0].output_tokens) == (64, 64)
     assert all(b"Hello" not in frame for frame in frames)
 
 
@@ -111,6 +114,32 @@ def test_envelope_for_another_worker_gets_an_error_frame(keys: WorkerKeys) -> No
     assert read(sealed, frames) == [ErrorEvent(code="invalid_envelope", request_id="req-1")]
     assert observer.failed == [ErrorCode.INVALID_ENVELOPE]
     assert worker.state is WorkerState.READY
+
+
+def test_a_worker_runs_an_envelope_once_and_not_after_it_expires(keys: WorkerKeys) -> None:
+    """The host replays an envelope to the worker that ran it, and holds one back past its expiry: both refused,
+    after the envelope opened (a forged header could not take a request id's place)."""
+    worker, observer = make_worker(keys, ScriptedEngine())
+    asyncio.run(worker.start())
+    sealed = seal(keys, request_id="once")
+    first = asyncio.run(collect(worker.run(sealed.envelope)))
+    assert isinstance(read(sealed, first)[-1], FinalEvent)
+    again = asyncio.run(collect(worker.run(Envelope.from_bytes(sealed.envelope.to_bytes()))))
+    assert read(sealed, again) == [ErrorEvent(code="replayed_envelope", request_id="once")]
+    late = seal_request(
+        RequestBody.from_prompt("hi").to_bytes(),
+        request_id="late",
+        tenant_id="t1",
+        mode="plain",
+        region="us-west-1",
+        recipients=[keys.public_key(Suite.HPKE_MLKEM768_X25519)],
+        _now=time.time() - 121,
+    )
+    assert read(late, asyncio.run(collect(worker.run(late.envelope)))) == [
+        ErrorEvent(code="replayed_envelope", request_id="late")
+    ]
+    assert observer.failed == [ErrorCode.REPLAYED_ENVELOPE, ErrorCode.REPLAYED_ENVELOPE]
+    assert len(observer.finished) == 1
 
 
 def test_engine_error_mid_stream_gives_sealed_error_and_ready(keys: WorkerKeys) -> None:
@@ -259,3 +288,16 @@ def test_plaintext_stays_out_of_reprs() -> None:
 
     assert "secret" not in repr(RequestBody.from_prompt("secret prompt"))
     assert "secret" not in repr(ChatMessage("user", "secret")) and "secret" not in repr(TextChunk("secret", 1))
+
+
+def test_the_workers_log_line_shows_bucketed_counts_and_no_finish_reason(
+    keys: WorkerKeys, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker, _ = make_worker(keys, ScriptedEngine())
+    asyncio.run(worker.start())
+    sealed = seal(keys, request_id="logged")
+    with caplog.at_level("INFO", logger="securechat.worker"):
+        asyncio.run(collect(worker.run(sealed.envelope)))
+    [line] = [message for message in caplog.messages if message.startswith("request_done")]
+    assert "input_tokens=64" in line and "output_tokens=64" in line
+    assert "finish_reason" not in line and "tokens_per_sec" not in line

@@ -18,7 +18,7 @@ def measure_app_worker(settings: AppSettings, region: str) -> dict[str, str]:
         settings.engine_for(region).model_dump(mode="json"),
         debug=settings.attestation.debug,
         stream=settings.stream.model_dump(mode="json"),
-        suites=[suite.value for suite in settings.sealing.suites],
+        sealing=settings.sealing.model_dump(mode="json"),
         rag=settings.rag.model_dump(mode="json") if serves_collections else None,
         embedder_dir=embedder_dir,
     )

@@ -2,8 +2,9 @@
 
 - ``code``: every ``.py`` file of the ``securechat`` package (what the worker executes).
 - ``config``: the runtime settings that change what the worker computes or reveals (engine, model, precision,
-  limits, debug, how answers leave it: flush cadence, frame size, constant rate; the suites it makes keys
-  for), as canonical JSON; placement settings such as ``device`` are left out on purpose.
+  limits, debug, how answers leave it: flush cadence, frame size, constant rate, token buckets; how requests
+  are sealed to it: suites, envelope lifetime, replay memory), as canonical JSON; placement settings such as
+  ``device`` are left out on purpose.
 - ``model``: every non-hidden file of the model directory (config, tokenizer, weights, chat templates, any
   custom code). Measuring all files, not a list of known names, fails closed: a file the loader reads cannot
   slip past the measurement. Hidden entries (``.cache/`` download metadata, ``.git``) are skipped because they
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -63,16 +64,17 @@ def measure_code(package_dir: Path) -> str:
 
 
 def runtime_config(
-    engine: Mapping[str, Any], *, debug: bool, stream: Mapping[str, Any], suites: Sequence[str]
+    engine: Mapping[str, Any], *, debug: bool, stream: Mapping[str, Any], sealing: Mapping[str, Any]
 ) -> dict[str, Any]:
     """What the config register covers: part of the engine settings (``EngineSettings.model_dump()``), debug,
     the stream settings (``StreamSettings.model_dump()``), which decide what the host sees of an answer, and
-    the suites the worker makes keys for (``SealingSettings.suites``), which decide how requests reach it."""
+    the sealing settings (``SealingSettings.model_dump()``: the suites the worker makes keys for, how long an
+    envelope may live and how many it remembers), which decide how requests reach it."""
     missing = [name for name in CONFIG_FIELDS if name not in engine]
     if missing:
         raise ValueError("engine settings lack a measured field")
     measured = {name: engine[name] for name in CONFIG_FIELDS}
-    return {**measured, "debug": debug, "stream": dict(stream), "suites": [str(suite) for suite in suites]}
+    return {**measured, "debug": debug, "stream": dict(stream), "sealing": dict(sealing)}
 
 
 def measure_config(config: Mapping[str, Any]) -> str:
@@ -144,14 +146,14 @@ def measure_for_engine(
     *,
     debug: bool,
     stream: Mapping[str, Any],
-    suites: Sequence[str],
+    sealing: Mapping[str, Any],
     rag: Mapping[str, Any] | None = None,
     embedder_dir: Path | None = None,
 ) -> dict[str, str]:
     """The registers a worker running ``engine`` (an EngineSettings dump, JSON mode) measures; the manifest
     builder calls this too, so what a release allows is by construction what its workers report. With ``rag``
     (a RagSettings dump, enabled) the embedder in ``embedder_dir`` is measured too."""
-    config = runtime_config(engine, debug=debug, stream=stream, suites=suites)
+    config = runtime_config(engine, debug=debug, stream=stream, sealing=sealing)
     if rag is None or not rag.get("enabled"):
         return measure_worker(default_package_dir(), config, model_dir_for(str(engine["model"])))
     if embedder_dir is None:

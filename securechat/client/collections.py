@@ -2,8 +2,14 @@
 
 The service only ever holds a collection's opaque id and sealed blobs. Creating a collection asks the service
 for an id and makes a 256-bit key in the local keyring; adding documents seals their text (and the key) to the
-verified workers, which chunk, embed and seal them under keys derived from it; listing documents opens their
-sealed metadata (file names, sizes) here; deleting a collection also forgets its key (crypto-shredding).
+verified workers, which chunk, embed and seal them under keys derived from it; listing documents checks the
+collection's authenticated manifest and opens their sealed metadata (file names, sizes) here; deleting a
+document writes the next manifest here, the key holder being the only one who can; deleting a collection also
+forgets its key (crypto-shredding).
+
+Every request about a collection carries the newest state counter this keyring has seen (``CollectionRef``),
+and every answer's counter moves it on (``saw_state``), so a store rolled back below it is refused
+(``stale_collection``), by the workers and by this client.
 """
 
 from __future__ import annotations
@@ -11,20 +17,45 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
+from securechat.client.config import ClientConfig
 from securechat.client.errors import ClientError, ServiceError
+from securechat.client.keyring import Keyring, KeyringError
+from securechat.client.stream import CompletionStream
+from securechat.envelope import is_valid_id
 from securechat.errors import ErrorCode, InvalidCiphertext
 from securechat.rag.bodies import DEFAULT_TOP_K, CollectionRef, DocumentInput, IngestBody, SearchBody
 from securechat.rag.keys import CollectionKey
+from securechat.rag.manifest import CollectionManifest, CollectionStateError, ManifestKey, proves_key
 from securechat.rag.sealing import CollectionCipher
+from securechat.rag.store_api import DocumentInfo
+from securechat.stream import FinalEvent
 
-if TYPE_CHECKING:
-    from securechat.client.sdk import SecureChatClient
 
+class ServiceSession(Protocol):
+    """What collections need of the SDK's client (``SecureChatClient`` is one): the tenant's config and keyring,
+    plain JSON calls, and sealed operations to the verified workers. A Protocol, so this module and the SDK do
+    not import each other."""
+
+    config: ClientConfig
+    keyring: Keyring
+
+    def request_json(self, method: str, path: str, **kwargs: Any) -> Any: ...
+
+    def open_sealed(
+        self,
+        mode: str,
+        body: bytes,
+        path: str,
+        fields: dict[str, Any] | None = None,
+        on_final: Callable[[FinalEvent], None] | None = None,
+    ) -> CompletionStream: ...
+
+MAX_DELETE_ATTEMPTS: Final = 8  # each retry follows another writer that moved the collection on first
 MEDIA_TYPES_BY_SUFFIX: Final = {
     ".txt": "text/plain",
     ".text": "text/plain",
@@ -100,7 +131,7 @@ class SearchHit:
 
 
 class CollectionsClient:
-    def __init__(self, client: SecureChatClient) -> None:
+    def __init__(self, client: ServiceSession) -> None:
         self._client = client
 
     @property
@@ -108,9 +139,16 @@ class CollectionsClient:
         return self._client.config.tenant_id
 
     def create(self, name: str = "") -> Collection:
+        """A new collection: the service names it, the key is made here. An id the keyring already holds is
+        refused (``duplicate_collection_id``), never written over: that would make its documents unreadable."""
         data = self._client.request_json("POST", "/v1/collections", json={"tenant_id": self._tenant})
         collection = _collection(data, name, has_key=True)
-        self._client.keyring.add(collection.collection_id, self._tenant, CollectionKey.generate(), name)
+        if any(entry.collection_id == collection.collection_id for entry in self._client.keyring.entries()):
+            raise ServiceError(200, "duplicate_collection_id")
+        try:
+            self._client.keyring.add(collection.collection_id, self._tenant, CollectionKey.generate(), name)
+        except KeyringError:  # made by another process of this user in between: the same refusal
+            raise ServiceError(200, "duplicate_collection_id") from None
         return collection
 
     def list_all(self) -> list[Collection]:
@@ -137,58 +175,144 @@ class CollectionsClient:
         documents = tuple(
             DocumentInput(doc_id, f.filename, f.media_type, f.text) for doc_id, f in zip(ids, files, strict=True)
         )
-        body = IngestBody(self._ref(collection_id), documents).to_bytes()
+        body = IngestBody(self.ref(collection_id), documents).to_bytes()
         path = f"/v1/collections/{collection_id}/documents"
         with self._client.open_sealed("ingest", body, path) as opened:
             result = opened.result()
         written = result.get("documents")
         if not isinstance(written, list):
             raise ServiceError(200, "invalid_response")
+        self.saw_state(collection_id, result.get("counter"))
         return written
 
     def documents(self, collection_id: str) -> list[Document]:
-        data = self._client.request_json(
-            "GET", f"/v1/collections/{collection_id}/documents", params={"tenant_id": self._tenant}
-        )
-        cipher = CollectionCipher(self._ref(collection_id).key, self._tenant, collection_id)
+        """The collection's documents as its authenticated manifest lists them, with their sealed metadata
+        (file name, type, size in bytes, number of chunks, as the worker that indexed them wrote it). A listing
+        that is not what the manifest says, or older than this keyring has seen, raises ServiceError with code
+        ``collection_tampered`` or ``stale_collection``."""
+        listing = self._listing(collection_id)
+        manifest = listing.manifest
+        listed = {(info.doc_id, info.version, info.num_chunks) for info in listing.documents}
+        if listed != {(doc_id, e.version, e.num_chunks) for doc_id, e in manifest.documents.items()}:
+            raise ServiceError(200, ErrorCode.COLLECTION_TAMPERED.value)  # hidden, extra or mixed documents
+        cipher = CollectionCipher(self.ref(collection_id).key, self._tenant, collection_id)
         documents = []
-        for item in _items(data, "documents"):
-            try:
-                meta = cipher.open_meta(item["doc_id"], item["version"], base64.b64decode(item["sealed_meta"]))
-            except (KeyError, TypeError, binascii.Error):
-                raise InvalidCiphertext() from None
+        for info in listing.documents:
+            meta = cipher.open_meta(info.doc_id, info.version, info.sealed_meta)
             documents.append(
                 Document(
-                    item["doc_id"],
-                    item["version"],
+                    info.doc_id,
+                    info.version,
                     str(meta.get("filename", "")),
                     str(meta.get("media_type", "")),
-                    item["num_chunks"],
-                    item["num_bytes"],
-                    item["created_at"],
+                    _meta_count(meta, "num_chunks"),
+                    _meta_count(meta, "num_bytes"),
+                    info.created_at,
                 )
             )
+        self.saw_state(collection_id, manifest.counter)
         return documents
 
     def delete_document(self, collection_id: str, doc_id: str) -> None:
-        self._client.request_json(
-            "DELETE", f"/v1/collections/{collection_id}/documents/{doc_id}", params={"tenant_id": self._tenant}
-        )
+        """Delete a document: the next manifest, without it, is written here and stored with the deletion. If
+        another writer moved the collection on meanwhile (409 ``collection_changed``), read it again and retry."""
+        path = f"/v1/collections/{collection_id}/documents/{doc_id}"
+        for attempt in range(MAX_DELETE_ATTEMPTS):
+            manifest = self._listing(collection_id).manifest
+            if doc_id not in manifest.documents:
+                raise ServiceError(404, ErrorCode.UNKNOWN_DOCUMENT.value)
+            following = manifest.without(doc_id)
+            sealed = base64.b64encode(self._manifest_key(collection_id).seal(following)).decode()
+            try:
+                self._client.request_json("DELETE", path, json={"tenant_id": self._tenant, "manifest": sealed})
+            except ServiceError as error:
+                if error.code == ErrorCode.COLLECTION_CHANGED and attempt + 1 < MAX_DELETE_ATTEMPTS:
+                    continue
+                raise
+            self.saw_state(collection_id, following.counter)
+            return
 
     def search(self, collection_id: str, query: str, top_k: int = DEFAULT_TOP_K) -> list[SearchHit]:
-        body = SearchBody(self._ref(collection_id), query, top_k).to_bytes()
+        body = SearchBody(self.ref(collection_id), query, top_k).to_bytes()
         with self._client.open_sealed("search", body, f"/v1/collections/{collection_id}/search") as opened:
             result = opened.result()
         try:
-            return [
+            hits = [
                 SearchHit(str(r["doc_id"]), int(r["chunk_index"]), float(r["score"]), str(r["text"]))
                 for r in result["results"]
             ]
         except (KeyError, TypeError, ValueError):
             raise ServiceError(200, "invalid_response") from None
+        self.saw_state(collection_id, result.get("counter"))
+        return hits
 
-    def _ref(self, collection_id: str) -> CollectionRef:
-        return CollectionRef(collection_id, self._client.keyring.get(collection_id).key)
+    def ref(self, collection_id: str) -> CollectionRef:
+        """What a sealed request names: the collection, its key, and the newest state this keyring has seen."""
+        entry = self._client.keyring.get(collection_id)
+        return CollectionRef(collection_id, entry.key, entry.counter)
+
+    def saw_state(self, collection_id: str, counter: object) -> None:
+        """Keep the newest state counter an authenticated answer reported (it never moves back)."""
+        if isinstance(counter, int) and not isinstance(counter, bool) and counter >= 0:
+            self._client.keyring.advance(collection_id, counter)
+
+    def _manifest_key(self, collection_id: str) -> ManifestKey:
+        return ManifestKey(self.ref(collection_id).key, self._tenant, collection_id)
+
+    def _listing(self, collection_id: str) -> _CheckedListing:
+        """The service's document listing and the manifest it holds, checked: authentic, and not older than
+        the state this keyring has seen (else ServiceError ``collection_tampered`` / ``stale_collection``)."""
+        data = self._client.request_json(
+            "GET", f"/v1/collections/{collection_id}/documents", params={"tenant_id": self._tenant}
+        )
+        try:
+            infos = tuple(_document_info(item) for item in _items(data, "documents"))
+            stored = data.get("manifest")
+            manifest_bytes = None if stored is None else base64.b64decode(stored, validate=True)
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            raise ServiceError(200, "invalid_response") from None
+        ref = self.ref(collection_id)
+        blobs = [(info.doc_id, info.version, index) for info in infos for index in range(info.num_chunks)]
+        cipher = CollectionCipher(ref.key, self._tenant, collection_id)
+        try:
+            manifest = self._manifest_key(collection_id).current(
+                manifest_bytes, ref.min_counter, blobs, proves_key(cipher, infos)
+            )
+        except CollectionStateError as refused:  # answered by the service, refused here: as a worker would
+            raise ServiceError(200, refused.code.value) from None
+        return _CheckedListing(infos, manifest)
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckedListing:
+    documents: tuple[DocumentInfo, ...]
+    manifest: CollectionManifest
+
+
+def _document_info(item: dict[str, Any]) -> DocumentInfo:
+    if not is_valid_id(item["doc_id"]):
+        raise ValueError("invalid document id")
+    return DocumentInfo(
+        item["doc_id"],
+        _count(item["version"]),
+        float(item["created_at"]),
+        _count(item["num_chunks"]),
+        _count(item["num_bytes"]),
+        base64.b64decode(item["sealed_meta"], validate=True),
+    )
+
+
+def _meta_count(meta: dict[str, Any], name: str) -> int:
+    try:
+        return _count(meta[name])
+    except (KeyError, ValueError):
+        raise InvalidCiphertext() from None  # authentic but not what a worker writes: refuse, do not guess
+
+
+def _count(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError("not a count")
+    return value
 
 
 def _items(data: Any, key: str) -> list[dict[str, Any]]:
@@ -199,6 +323,8 @@ def _items(data: Any, key: str) -> list[dict[str, Any]]:
 
 
 def _collection(item: Any, name: str, *, has_key: bool) -> Collection:
+    if not isinstance(item, dict) or not is_valid_id(item.get("collection_id")):
+        raise ServiceError(200, "invalid_response")  # a malformed id would also make the keyring unreadable
     try:
         return Collection(
             item["collection_id"],

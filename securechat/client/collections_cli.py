@@ -89,8 +89,11 @@ def _cmd_docs_add(args: argparse.Namespace) -> int:
 def _cmd_docs_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         documents = client.collections.documents(args.collection_id)
-    for d in documents:
-        print(f"{d.doc_id}  {d.filename}  {d.media_type}  {d.num_chunks} chunks  v{d.version}  {_when(d.created_at)}")
+    for d in documents:  # every figure but the date is the worker's, sealed in the document's metadata
+        print(
+            f"{d.doc_id}  {d.filename}  {d.media_type}  {d.num_bytes} bytes  {d.num_chunks} chunks  v{d.version}"
+            f"  {_when(d.created_at)}"
+        )
     return 0
 
 

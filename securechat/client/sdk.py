@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Unpack
@@ -33,8 +33,9 @@ from securechat.client.trust import VerifiedKeys, load_release_verifier, load_ve
 from securechat.envelope import SealedRequest, seal_request
 from securechat.errors import ErrorCode
 from securechat.logs import get_logger, log_event
-from securechat.rag.bodies import DEFAULT_TOP_K, CollectionRef, EmbedBody, RagBody
+from securechat.rag.bodies import DEFAULT_TOP_K, EmbedBody, RagBody
 from securechat.response import Completion
+from securechat.stream import FinalEvent
 from securechat.transparency import ReleaseEvidence, TransparencyError, TransparencyFailure, VerifiedRelease
 from securechat.transparency.leaf import manifest_leaf_hash
 
@@ -155,12 +156,24 @@ class SecureChatClient:
         request = build_request(prompt, **sampling)
         if collection is None:
             return self.open_sealed("plain", request.to_bytes(), "/infer")
-        entry = self.keyring.get(collection)
-        body = RagBody(request, CollectionRef(collection, entry.key), top_k or DEFAULT_TOP_K).to_bytes()
-        return self.open_sealed("rag", body, "/infer", {"collection_id": collection})
+        body = RagBody(request, self.collections.ref(collection), top_k or DEFAULT_TOP_K).to_bytes()
 
-    def open_sealed(self, mode: str, body: bytes, path: str, fields: dict[str, Any] | None = None) -> CompletionStream:
-        """Seal ``body`` in ``mode`` for the verified keys and POST it to ``path``; the answer's frame stream.
+        def keep_state(final: FinalEvent) -> None:
+            state = final.extra.get("collection")
+            self.collections.saw_state(collection, state.get("counter") if isinstance(state, dict) else None)
+
+        return self.open_sealed("rag", body, "/infer", {"collection_id": collection}, on_final=keep_state)
+
+    def open_sealed(
+        self,
+        mode: str,
+        body: bytes,
+        path: str,
+        fields: dict[str, Any] | None = None,
+        on_final: Callable[[FinalEvent], None] | None = None,
+    ) -> CompletionStream:
+        """Seal ``body`` in ``mode`` for the verified keys and POST it to ``path``; the answer's frame stream
+        (``on_final`` runs with its authenticated final frame).
 
         A 409 ``stale_keys`` (a worker was replaced) re-attests and reseals under a new request id, once.
         """
@@ -169,7 +182,7 @@ class SecureChatClient:
             sealed = self._seal(body, keys, mode)
             response = self._send_sealed(path, sealed, mode, fields or {}, attempt)
             if response.status_code == 200 and _media_type(response) == FRAMES_MEDIA_TYPE:
-                return CompletionStream(response, sealed)
+                return CompletionStream(response, sealed, on_final)
             error = _service_error(response)
             if error.code == ErrorCode.STALE_KEYS and attempt == 1:
                 log_event(logger, "client_stale_keys", request_id=sealed.request_id, region=self.config.region)

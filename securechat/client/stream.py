@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -27,9 +27,17 @@ class CompletionStream:
     authenticated final frame is truncated); an error frame raises ``ResponseFailed``. Iterate once.
     """
 
-    def __init__(self, response: httpx.Response, sealed: SealedRequest) -> None:
+    def __init__(
+        self,
+        response: httpx.Response,
+        sealed: SealedRequest,
+        on_final: Callable[[FinalEvent], None] | None = None,
+    ) -> None:
+        """``on_final`` runs with the authenticated final frame, before iteration ends (e.g. to keep a collection's
+        newest state counter)."""
         self._response = response
         self._sealed = sealed
+        self._on_final = on_final
         self._started = time.perf_counter()
         self._consumed = False
         self.metrics: dict[str, Any] | None = None
@@ -49,6 +57,8 @@ class CompletionStream:
                 if isinstance(item, FinalEvent):
                     self.metrics = item.metrics
                     self.final = item
+                    if self._on_final is not None:
+                        self._on_final(item)
                 else:
                     num_pieces += 1
                     yield item

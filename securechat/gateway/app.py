@@ -16,7 +16,14 @@ from starlette.types import Receive, Scope, Send
 from securechat.errors import ErrorCode
 from securechat.gateway.collections import CollectionAdmin
 from securechat.gateway.http_errors import STATUS, HTTPError, error_response
-from securechat.gateway.schemas import ID_PATTERN, InferRequest, Mode, NewCollection, SealedOperation
+from securechat.gateway.schemas import (
+    ID_PATTERN,
+    DocumentDeletion,
+    InferRequest,
+    Mode,
+    NewCollection,
+    SealedOperation,
+)
 from securechat.gateway.service import GatewayService
 from securechat.gateway.transparency import router as transparency_router
 from securechat.tenants.auth import AuthError
@@ -177,15 +184,15 @@ def create_app() -> FastAPI:
 
     @app.get("/v1/collections/{collection_id}/documents")
     async def list_documents(request: Request, collection_id: IdPath, tenant_id: TenantQuery) -> dict[str, Any]:
+        """The documents (ids, versions, sizes, sealed metadata) and the collection's sealed manifest."""
         await _authorize_query(request, tenant_id)
-        return {"documents": await _collections(request).documents(tenant_id, collection_id)}
+        return await _collections(request).documents(tenant_id, collection_id)
 
     @app.delete("/v1/collections/{collection_id}/documents/{doc_id}")
-    async def delete_document(
-        request: Request, collection_id: IdPath, doc_id: IdPath, tenant_id: TenantQuery
-    ) -> dict[str, Any]:
-        await _authorize_query(request, tenant_id)
-        await _collections(request).delete_document(tenant_id, collection_id, doc_id)
+    async def delete_document(request: Request, collection_id: IdPath, doc_id: IdPath) -> dict[str, Any]:
+        """The body carries the tenant and the collection's next manifest, which only the key holder can write."""
+        body = await _authorized_body(request, DocumentDeletion)
+        await _collections(request).delete_document(body.tenant_id, collection_id, doc_id, body.manifest)
         return {"deleted": doc_id}
 
     @app.post("/v1/collections/{collection_id}/documents", response_model=None)

@@ -8,6 +8,7 @@ modes); this module never sees a key or a plaintext.
 from __future__ import annotations
 
 import base64
+import binascii
 import uuid
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -15,7 +16,8 @@ from typing import Any, TypeVar
 from securechat.db import DatabaseUnavailable
 from securechat.errors import ErrorCode
 from securechat.gateway.http_errors import HTTPError
-from securechat.rag.store import CollectionInfo, DocumentInfo, StoreError
+from securechat.rag.manifest import claimed_counter
+from securechat.rag.store import CollectionInfo, DocumentInfo, ManifestUpdate, StoreError
 from securechat.rag.store_client import AsyncDocumentStore
 
 T = TypeVar("T")
@@ -42,11 +44,20 @@ class CollectionAdmin:
     async def delete(self, tenant_id: str, collection_id: str) -> None:
         await _mapped(self.store.delete_collection(tenant_id, collection_id))
 
-    async def documents(self, tenant_id: str, collection_id: str) -> list[dict[str, Any]]:
-        return [_document(info) for info in await _mapped(self.store.list_documents(tenant_id, collection_id))]
+    async def documents(self, tenant_id: str, collection_id: str) -> dict[str, Any]:
+        """The documents and the collection's manifest (authenticated by the client, which alone can)."""
+        listing = await _mapped(self.store.list_documents(tenant_id, collection_id))
+        manifest = None if listing.manifest is None else base64.b64encode(listing.manifest).decode()
+        return {"documents": [_document(info) for info in listing.documents], "manifest": manifest}
 
-    async def delete_document(self, tenant_id: str, collection_id: str, doc_id: str) -> None:
-        await _mapped(self.store.delete_document(tenant_id, collection_id, doc_id))
+    async def delete_document(self, tenant_id: str, collection_id: str, doc_id: str, manifest_b64: str) -> None:
+        """The document goes, and ``manifest`` (the client's, without it) replaces the collection's."""
+        try:
+            manifest = base64.b64decode(manifest_b64, validate=True)
+            update = ManifestUpdate(manifest, claimed_counter(manifest))
+        except (binascii.Error, ValueError, TypeError):
+            raise HTTPError(ErrorCode.INVALID_REQUEST, fields=[{"loc": ["body", "manifest"]}]) from None
+        await _mapped(self.store.delete_document(tenant_id, collection_id, doc_id, update))
 
 
 async def _mapped(call: Awaitable[T]) -> T:

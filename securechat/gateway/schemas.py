@@ -7,10 +7,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from securechat.engine.base import MAX_PENALTY, MAX_STOP_CHARS, MAX_STOP_STRINGS, MIN_TEMPERATURE
+from securechat.rag.manifest import MAX_MANIFEST_BYTES
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
 Mode = Literal["plain", "rag", "ingest", "search", "embed"]
 COLLECTION_BOUND_MODES = frozenset({"rag", "ingest", "search"})
+
+
+MAX_MANIFEST_B64_CHARS = (MAX_MANIFEST_BYTES + 2) // 3 * 4
 
 
 class InferRequest(BaseModel):
@@ -65,6 +69,16 @@ class SealedOperation(BaseModel):
     tenant_id: str = Field(pattern=ID_PATTERN)
     region: str = Field(pattern=ID_PATTERN)
     envelope: dict[str, Any]
+
+
+class DocumentDeletion(BaseModel):
+    """Deleting a document: the collection's next manifest comes with it (base64), written by the client, the
+    key holder; the host reads its counter for the store's compare-and-swap and can neither check nor change it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: str = Field(pattern=ID_PATTERN)
+    manifest: str = Field(min_length=1, max_length=MAX_MANIFEST_B64_CHARS)
 
 
 class NewCollection(BaseModel):

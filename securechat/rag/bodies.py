@@ -24,18 +24,25 @@ MEDIA_TYPES: Final = frozenset({"text/plain", "text/markdown"})
 
 @dataclass(frozen=True, slots=True)
 class CollectionRef:
+    """Which collection, its key, and the newest state of it the client has seen (its manifest's counter):
+    the worker refuses to use an older one."""
+
     collection_id: str
     key: CollectionKey = field(repr=False)
+    min_counter: int = 0
 
-    def to_dict(self) -> dict[str, str]:
-        return {"id": self.collection_id, "key": self.key.to_b64()}
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.collection_id, "key": self.key.to_b64(), "counter": self.min_counter}
 
     @classmethod
     def from_dict(cls, data: Any) -> CollectionRef:
         if not isinstance(data, dict) or not is_valid_id(data.get("id")):
             raise InvalidRequestBody("invalid request body")
+        counter = data.get("counter", 0)
+        if not isinstance(counter, int) or isinstance(counter, bool) or not 0 <= counter < 2**53:
+            raise InvalidRequestBody("invalid request body")
         try:
-            return cls(data["id"], CollectionKey.from_b64(data.get("key")))
+            return cls(data["id"], CollectionKey.from_b64(data.get("key")), counter)
         except InvalidCollectionKey:
             raise InvalidRequestBody("invalid request body") from None
 

@@ -28,12 +28,13 @@ class Hit:
 
 
 class ExactIndex:
-    def __init__(self, refs: Sequence[ChunkRef], matrix: np.ndarray) -> None:
+    def __init__(self, refs: Sequence[ChunkRef], matrix: np.ndarray, counter: int = 0) -> None:
         # matrix: [n, d] float32, rows L2-normalised, row i belongs to refs[i]
         if matrix.ndim != 2 or matrix.shape[0] != len(refs):
             raise ValueError("one embedding row per chunk")
         self.refs = list(refs)
         self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        self.counter = counter  # the authenticated collection state it was built from (securechat.rag.manifest)
 
     def __len__(self) -> int:
         return len(self.refs)

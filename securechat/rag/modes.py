@@ -16,16 +16,23 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from securechat.db import DatabaseUnavailable
+from securechat.envelope import EnvelopeHeader
 from securechat.errors import ErrorCode, InvalidCiphertext
 from securechat.host_limits import HostLimits
 from securechat.rag.bodies import EmbedBody, IngestBody, RagBody, SearchBody
+from securechat.rag.manifest import CollectionStateError
 from securechat.rag.prompt import citations, with_excerpts
-from securechat.rag.service import DocumentRejected, RagService
+from securechat.rag.service import DocumentRejected, IngestTicket, RagService
 from securechat.rag.store import StoreError, StoreLimits
 from securechat.request_body import InvalidRequestBody, RequestBody
 
 COLLECTION_MODES: Final = frozenset({"rag", "ingest", "search", "embed"})
 _UNLIMITED: Final = 2**62
+
+
+def _bound(limit: int | None) -> int:
+    """A tenant's limit as the store applies it: None (no host limits given) is unlimited, and 0 is zero."""
+    return _UNLIMITED if limit is None else limit
 
 
 class Refused(Exception):
@@ -53,14 +60,17 @@ class CollectionModes:
         self.rag = rag
 
     async def prepare(
-        self, mode: str, body: bytes, tenant_id: str, limits: HostLimits, max_new_tokens: int
+        self, header: EnvelopeHeader, body: bytes, limits: HostLimits, max_new_tokens: int
     ) -> Generate | Answer:
+        """The opened envelope's mode, for its authenticated ``header`` (tenant, mode, request id, expiry)."""
+        mode, tenant_id = header.mode, header.tenant_id
         try:
             if mode == "rag":
                 return await self._rag(RagBody.from_bytes(body, max_new_tokens), tenant_id)
             if mode == "ingest":
-                store_limits = StoreLimits(limits.max_documents or _UNLIMITED, limits.max_chunks or _UNLIMITED)
-                return Answer(await self.rag.ingest(tenant_id, IngestBody.from_bytes(body), store_limits))
+                store_limits = StoreLimits(_bound(limits.max_documents), _bound(limits.max_chunks))
+                ticket = IngestTicket(header.request_id, header.expires_at)
+                return Answer(await self.rag.ingest(tenant_id, IngestBody.from_bytes(body), store_limits, ticket))
             if mode == "search":
                 return await self._search(SearchBody.from_bytes(body), tenant_id)
             if mode == "embed":
@@ -71,6 +81,8 @@ class CollectionModes:
             raise Refused(ErrorCode.INVALID_ENVELOPE) from None
         except DocumentRejected as rejected:
             raise Refused(rejected.code) from None
+        except CollectionStateError as refused:  # stale, tampered, or an ingest already applied
+            raise Refused(refused.code) from None
         except StoreError as refused:
             raise Refused(refused.code) from None
         except DatabaseUnavailable:  # the store's database is lost: nothing was committed, the client may retry
@@ -84,7 +96,11 @@ class CollectionModes:
             raise InvalidRequestBody("invalid request body")
         retrieval = await self.rag.retrieve(tenant_id, body.collection, query, body.top_k)
         messages = with_excerpts(request.messages, retrieval.hits)
-        trailer = {"citations": citations(retrieval.hits), "retrieval": retrieval.timings.as_dict()}
+        trailer = {
+            "citations": citations(retrieval.hits),
+            "retrieval": retrieval.timings.as_dict(),
+            "collection": {"counter": retrieval.counter},
+        }
         return Generate(RequestBody(messages, request.sampling), trailer)
 
     async def _search(self, body: SearchBody, tenant_id: str) -> Answer:
@@ -93,7 +109,7 @@ class CollectionModes:
             {"doc_id": h.ref.doc_id, "chunk_index": h.ref.index, "score": round(h.score, 4), "text": h.ref.text}
             for h in retrieval.hits
         ]
-        return Answer({"results": results, "retrieval": retrieval.timings.as_dict()})
+        return Answer({"results": results, "retrieval": retrieval.timings.as_dict(), "counter": retrieval.counter})
 
     async def _embed(self, body: EmbedBody) -> Answer:
         vectors = await self.rag.embed(body.inputs)

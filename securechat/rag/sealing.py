@@ -72,6 +72,15 @@ class CollectionCipher:
     def open_embedding(self, doc_id: str, version: int, index: int, blob: bytes) -> np.ndarray:
         return np.frombuffer(self._open("embedding", doc_id, version, index, blob), dtype="<f4")
 
+    def opens(self, field: str, doc_id: str, version: int, index: int, blob: bytes) -> bool:
+        """Whether a stored blob (``field`` "meta" or "chunk") opens under this key: proof that the key is the
+        collection's, so a manifest that fails under it was forged, not sealed under another key."""
+        try:
+            self._open(field, doc_id, version, index, blob)
+        except InvalidCiphertext:
+            return False
+        return True
+
     def seal_meta(self, doc_id: str, version: int, meta: dict[str, Any]) -> bytes:
         return self._seal("meta", doc_id, version, 0, json.dumps(meta, separators=(",", ":")).encode())
 

@@ -4,15 +4,20 @@
 store deployment's handle in production, ``LocalDocumentStore`` in tests). Everything that leaves it for the store is
 sealed under the collection key (``sealing.py``); what comes back is opened here, checked, and kept only in the
 bounded in-memory cache. Model work (embedding) runs off the event loop.
+
+The collection's state is its authenticated manifest (``manifest.py``): an ingest writes the next one together
+with its blobs (compare-and-swap on the counter, retried when another ingest came first), and a retrieval uses
+the blobs only if they are exactly the manifest's and the manifest is at least as new as the client has seen.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -22,9 +27,27 @@ from securechat.rag.cache import CollectionCache
 from securechat.rag.chunking import chunk_text
 from securechat.rag.embedder import Embedder
 from securechat.rag.index import ChunkRef, ExactIndex, Hit
+from securechat.rag.manifest import (
+    Blob,
+    CollectionStateError,
+    DocumentEntry,
+    ManifestKey,
+    check_blobs,
+    proves_key,
+)
 from securechat.rag.sealing import CollectionCipher
-from securechat.rag.store import LoadedCollection, SealedChunk, SealedDocument, StoreLimits
+from securechat.rag.store import (
+    DocumentInfo,
+    LoadedCollection,
+    ManifestUpdate,
+    SealedChunk,
+    SealedDocument,
+    StoreError,
+    StoreLimits,
+)
 from securechat.rag.store_client import AsyncDocumentStore
+
+MAX_COMMIT_ATTEMPTS: Final = 8  # concurrent ingests into one collection each retry after another came first
 
 
 class DocumentRejected(Exception):
@@ -69,6 +92,20 @@ class RetrievalTimings:
 class Retrieval:
     hits: list[Hit] = field(default_factory=list)
     timings: RetrievalTimings = field(default_factory=RetrievalTimings)
+    counter: int = 0  # the collection state answered from: the client keeps it as its new floor
+
+
+@dataclass(frozen=True, slots=True)
+class IngestTicket:
+    """The ingest's envelope, as the manifest remembers it (so a replay to another worker is refused)."""
+
+    request_id: str
+    expires_at: int
+
+    @classmethod
+    def new(cls, ttl_s: int = 600) -> IngestTicket:
+        """A ticket for an ingest run in-process, without an envelope (benchmarks, tools)."""
+        return cls(uuid.uuid4().hex, int(time.time()) + ttl_s)
 
 
 class RagService:
@@ -79,22 +116,46 @@ class RagService:
         self.cache = CollectionCache(options.cache_bytes, options.cache_idle_s)
 
     # -- ingest ----------------------------------------------------------------------------------------------
-    async def ingest(self, tenant_id: str, body: IngestBody, limits: StoreLimits) -> dict[str, Any]:
-        """Chunk, embed, seal and store ``body.documents``; raises DocumentRejected, StoreError, or
-        InvalidCiphertext (never: the key is only used to seal here)."""
+    async def ingest(
+        self, tenant_id: str, body: IngestBody, limits: StoreLimits, ticket: IngestTicket
+    ) -> dict[str, Any]:
+        """Chunk, embed, seal and store ``body.documents`` with the next manifest; raises DocumentRejected,
+        StoreError or CollectionStateError (stale, tampered, or this ingest already applied)."""
         for document in body.documents:
             self._check(document)
         ref = body.collection
         version = await self.store.begin_ingest(tenant_id, ref.collection_id)
         cipher = CollectionCipher(ref.key, tenant_id, ref.collection_id)
+        manifest_key = ManifestKey(ref.key, tenant_id, ref.collection_id)
         sealed = await asyncio.to_thread(self._prepare, body.documents, cipher, version)
-        result = await self.store.commit(tenant_id, ref.collection_id, version, sealed, limits)
-        counts = {d.doc_id: len(d.chunks) for d in sealed}
-        return {
-            "version": version,
-            "documents": [{"doc_id": doc_id, "num_chunks": counts[doc_id]} for doc_id in result.written],
-            "superseded": list(result.superseded),
-        }
+        for attempt in range(MAX_COMMIT_ATTEMPTS):
+            listing = await self.store.list_documents(tenant_id, ref.collection_id)
+            blobs = _listed_blobs(listing.documents)
+            current = manifest_key.current(
+                listing.manifest, ref.min_counter, blobs, proves_key(cipher, listing.documents)
+            )
+            if ticket.request_id in current.ingests:
+                raise CollectionStateError(ErrorCode.REPLAYED_ENVELOPE)
+            # A document a later ingest already replaced (a higher version) stays as it is.
+            written = [
+                d for d in sealed if d.doc_id not in current.documents or current.documents[d.doc_id].version < version
+            ]
+            entries = {d.doc_id: DocumentEntry(version, len(d.chunks)) for d in written}
+            following = current.after_ingest(entries, ticket.request_id, ticket.expires_at, time.time())
+            update = ManifestUpdate(manifest_key.seal(following), following.counter)
+            try:
+                await self.store.commit(tenant_id, ref.collection_id, version, written, limits, update)
+            except StoreError as refused:
+                if refused.code is ErrorCode.COLLECTION_CHANGED and attempt + 1 < MAX_COMMIT_ATTEMPTS:
+                    continue
+                raise
+            return {
+                "version": version,
+                "documents": [{"doc_id": d.doc_id, "num_chunks": len(d.chunks)} for d in written],
+                "superseded": [d.doc_id for d in sealed if d.doc_id not in entries],
+                "counter": following.counter,
+            }
+        raise AssertionError("unreachable")
 
     def _check(self, document: DocumentInput) -> None:
         if document.media_type not in MEDIA_TYPES:
@@ -152,6 +213,7 @@ class RagService:
         retrieval.hits = index.search(vector, top_k)
         retrieval.timings.search_ms = (time.perf_counter() - started) * 1000
         retrieval.timings.num_chunks = len(index)
+        retrieval.counter = index.counter
         return retrieval
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -161,21 +223,36 @@ class RagService:
         key = (tenant_id, ref.collection_id, ref.key.fingerprint())
         generation = await self.store.generation(tenant_id, ref.collection_id)
         cached = self.cache.get(key, generation)
-        if cached is not None:
+        if cached is not None and cached.counter >= ref.min_counter:
             timings.cached = True
             return cached
         started = time.perf_counter()
         loaded = await self.store.load(tenant_id, ref.collection_id)
         index = await asyncio.to_thread(
-            _open_collection, loaded, CollectionCipher(ref.key, tenant_id, ref.collection_id)
+            _open_collection,
+            loaded,
+            CollectionCipher(ref.key, tenant_id, ref.collection_id),
+            ManifestKey(ref.key, tenant_id, ref.collection_id),
+            ref.min_counter,
         )
         timings.load_ms = (time.perf_counter() - started) * 1000
         self.cache.put(key, loaded.generation, index)
         return index
 
 
-def _open_collection(loaded: LoadedCollection, cipher: CollectionCipher) -> ExactIndex:
-    """Decrypt and check every blob (all or nothing) and build the index."""
+def _open_collection(
+    loaded: LoadedCollection, cipher: CollectionCipher, manifest_key: ManifestKey, min_counter: int
+) -> ExactIndex:
+    """Check the state (manifest authentic and fresh, blobs exactly its own), decrypt and check every blob (all
+    or nothing), and build the index."""
+    blobs = [(chunk.doc_id, chunk.version, chunk.index) for chunk in loaded.chunks]
+    first = loaded.chunks[0] if loaded.chunks else None
+
+    def chunk_opens() -> bool:
+        return first is not None and cipher.opens("chunk", first.doc_id, first.version, first.index, first.sealed_text)
+
+    manifest = manifest_key.current(loaded.manifest, min_counter, blobs, chunk_opens)
+    check_blobs(manifest, blobs)
     refs: list[ChunkRef] = []
     vectors: list[np.ndarray] = []
     for chunk in loaded.chunks:
@@ -183,4 +260,9 @@ def _open_collection(loaded: LoadedCollection, cipher: CollectionCipher) -> Exac
         vectors.append(cipher.open_embedding(chunk.doc_id, chunk.version, chunk.index, chunk.sealed_embedding))
         refs.append(ChunkRef(chunk.doc_id, chunk.version, chunk.index, text))
     matrix = np.vstack(vectors) if vectors else np.zeros((0, 1), dtype=np.float32)
-    return ExactIndex(refs, matrix)
+    return ExactIndex(refs, matrix, manifest.counter)
+
+
+def _listed_blobs(documents: Iterable[DocumentInfo]) -> list[Blob]:
+    """The blobs a store's document rows claim (for a collection from before manifests)."""
+    return [(d.doc_id, d.version, index) for d in documents for index in range(d.num_chunks)]

@@ -2,10 +2,11 @@
 
 The contract and its records are in ``store_api`` (re-exported here). One implementation serves both
 backends, so both behave the same and the same tests run on each. Every write is one transaction: a commit
-either stores every document of an ingest within the tenant's limits, or nothing. Writers of one collection are
-ordered by a lock on its row (SQLite locks the whole file instead), and a commit locks every collection of its
-tenant first, so two ingests into different collections cannot both pass the tenant's document limit. With
-PostgreSQL, several store replicas on several nodes may serve one database.
+either stores every document of an ingest and its new manifest, within the tenant's limits, or nothing.
+Writers of one collection are ordered by a lock on its row (SQLite locks the whole file instead) and by the
+manifest's counter, and a commit locks every collection of its tenant first, so two ingests into different
+collections cannot both pass the tenant's document limit. With PostgreSQL, several store replicas on several
+nodes may serve one database.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from securechat.db.sqlite import SQLiteDatabase
 from securechat.errors import ErrorCode
 from securechat.rag.store_api import (
     CollectionInfo,
-    CommitResult,
     DocumentInfo,
+    DocumentListing,
     DocumentStore,
     LoadedCollection,
+    ManifestUpdate,
     SealedChunk,
     SealedDocument,
     StoredChunk,
@@ -34,10 +36,11 @@ from securechat.rag.store_api import (
 __all__ = [
     "DEFAULT_STORE_PATH",
     "CollectionInfo",
-    "CommitResult",
     "DocumentInfo",
+    "DocumentListing",
     "DocumentStore",
     "LoadedCollection",
+    "ManifestUpdate",
     "SQLDocumentStore",
     "SQLiteDocumentStore",
     "SealedChunk",
@@ -88,7 +91,12 @@ _V1: Final = (
     )
     """,
 )
-STEPS: Final = (_V1,)
+# The authenticated manifest (securechat.rag.manifest) and its counter, which writers compare-and-swap.
+_V2: Final = (
+    "ALTER TABLE collections ADD COLUMN manifest {blob}",
+    "ALTER TABLE collections ADD COLUMN manifest_counter {int} NOT NULL DEFAULT 0",
+)
+STEPS: Final = (_V1, _V2)
 
 
 class SQLDocumentStore(DocumentStore):
@@ -133,7 +141,7 @@ class SQLDocumentStore(DocumentStore):
             tx.execute("DELETE FROM documents WHERE collection_id = ?", (collection_id,))
             tx.execute("DELETE FROM collections WHERE collection_id = ?", (collection_id,))
 
-    def list_documents(self, tenant_id: str, collection_id: str) -> list[DocumentInfo]:
+    def list_documents(self, tenant_id: str, collection_id: str) -> DocumentListing:
         with self.database.transaction(write=False) as tx:
             self._owned(tx, tenant_id, collection_id, lock=False)
             rows = tx.execute(
@@ -141,16 +149,19 @@ class SQLDocumentStore(DocumentStore):
                 " WHERE collection_id = ? ORDER BY created_at, doc_id",
                 (collection_id,),
             ).rows
-        return [DocumentInfo(r[0], int(r[1]), float(r[2]), int(r[3]), int(r[4]), bytes(r[5])) for r in rows]
+            manifest = self._manifest(tx, collection_id)
+        documents = tuple(DocumentInfo(r[0], int(r[1]), float(r[2]), int(r[3]), int(r[4]), bytes(r[5])) for r in rows)
+        return DocumentListing(documents, manifest)
 
-    def delete_document(self, tenant_id: str, collection_id: str, doc_id: str) -> None:
+    def delete_document(self, tenant_id: str, collection_id: str, doc_id: str, update: ManifestUpdate) -> None:
         with self.database.transaction() as tx:
             self._owned(tx, tenant_id, collection_id)
+            self._replace_manifest(tx, collection_id, update)
             deleted = tx.execute(
                 "DELETE FROM documents WHERE collection_id = ? AND doc_id = ?", (collection_id, doc_id)
             ).rowcount
             if not deleted:
-                raise StoreError(ErrorCode.UNKNOWN_DOCUMENT)
+                raise StoreError(ErrorCode.UNKNOWN_DOCUMENT)  # rolls the manifest back too
             tx.execute("DELETE FROM chunks WHERE collection_id = ? AND doc_id = ?", (collection_id, doc_id))
             tx.execute("UPDATE collections SET generation = generation + 1 WHERE collection_id = ?", (collection_id,))
 
@@ -171,9 +182,8 @@ class SQLDocumentStore(DocumentStore):
         version: int,
         documents: Sequence[SealedDocument],
         limits: StoreLimits,
-    ) -> CommitResult:
-        written: list[str] = []
-        superseded: list[str] = []
+        update: ManifestUpdate,
+    ) -> None:
         with self.database.transaction() as tx:
             # Every collection of the tenant, in one order: the limit check below sees no concurrent commit.
             tx.execute(
@@ -181,16 +191,9 @@ class SQLDocumentStore(DocumentStore):
                 (tenant_id,),
             )
             self._owned(tx, tenant_id, collection_id)
+            self._replace_manifest(tx, collection_id, update)
             for document in documents:
-                row = tx.execute(
-                    "SELECT version FROM documents WHERE collection_id = ? AND doc_id = ?",
-                    (collection_id, document.doc_id),
-                ).first()
-                if row is not None and int(row[0]) > version:
-                    superseded.append(document.doc_id)
-                    continue
                 self._write_document(tx, collection_id, version, document)
-                written.append(document.doc_id)
             num_documents, num_chunks = tx.execute(
                 "SELECT COUNT(*), COALESCE(SUM(d.num_chunks), 0) FROM documents d"
                 " JOIN collections c ON c.collection_id = d.collection_id WHERE c.tenant_id = ?",
@@ -201,7 +204,22 @@ class SQLDocumentStore(DocumentStore):
             if int(num_chunks) > limits.max_chunks:
                 raise StoreError(ErrorCode.TOO_MANY_CHUNKS)
             tx.execute("UPDATE collections SET generation = generation + 1 WHERE collection_id = ?", (collection_id,))
-        return CommitResult(tuple(written), tuple(superseded))
+
+    @staticmethod
+    def _replace_manifest(tx: Transaction, collection_id: str, update: ManifestUpdate) -> None:
+        """Compare and swap: the new manifest follows the stored one, or another writer came first."""
+        replaced = tx.execute(
+            "UPDATE collections SET manifest = ?, manifest_counter = ?"
+            " WHERE collection_id = ? AND manifest_counter = ?",
+            (update.manifest, update.counter, collection_id, update.counter - 1),
+        ).rowcount
+        if not replaced:
+            raise StoreError(ErrorCode.COLLECTION_CHANGED)
+
+    @staticmethod
+    def _manifest(tx: Transaction, collection_id: str) -> bytes | None:
+        (manifest,) = tx.execute("SELECT manifest FROM collections WHERE collection_id = ?", (collection_id,)).one()
+        return None if manifest is None else bytes(manifest)
 
     def _write_document(self, tx: Transaction, collection_id: str, version: int, document: SealedDocument) -> None:
         tx.execute("DELETE FROM chunks WHERE collection_id = ? AND doc_id = ?", (collection_id, document.doc_id))
@@ -237,8 +255,9 @@ class SQLDocumentStore(DocumentStore):
                 " WHERE collection_id = ? ORDER BY doc_id, chunk_index",
                 (collection_id,),
             ).rows
+            manifest = self._manifest(tx, collection_id)
         chunks = tuple(StoredChunk(r[0], int(r[1]), int(r[2]), bytes(r[3]), bytes(r[4])) for r in rows)
-        return LoadedCollection(info.generation, chunks)
+        return LoadedCollection(info.generation, chunks, manifest)
 
     def generation(self, tenant_id: str, collection_id: str) -> int:
         return self.collection(tenant_id, collection_id).generation

@@ -1,11 +1,15 @@
 """The document store's contract and records: ciphertext, opaque ids, sizes and counts. Never plaintext or keys.
 
-One row per collection (owner tenant, generation), per document (latest version only, its sealed metadata) and
-per chunk (its sealed text and sealed embedding). Ingests are versioned: ``begin_ingest`` hands out the next
-version of the collection (atomically; concurrent ingests get distinct versions), the worker seals every blob of
-that ingest under it (the version is in each blob's AAD), and ``commit`` replaces a document only by a higher
-version, in one transaction, so concurrent ingests lose nothing and a document never mixes chunks of two
-versions. Every change moves the collection's generation on; workers rebuild their cached index when it moved.
+One row per collection (owner tenant, generation, its authenticated manifest and that manifest's counter), per
+document (latest version only, its sealed metadata) and per chunk (its sealed text and sealed embedding).
+Ingests are versioned: ``begin_ingest`` hands out the next version of the collection (atomically; concurrent
+ingests get distinct versions), and the worker seals every blob of that ingest under it (the version is in each
+blob's AAD). The manifest (``securechat.rag.manifest``), which only the key holder can write, decides which
+documents and versions make up the collection: ``commit`` and ``delete_document`` store a change together with
+the manifest that describes the result, in one transaction, and only if that manifest's counter is the stored
+one plus one (else ``COLLECTION_CHANGED``: another writer came first; the writer reads the state again and
+retries), so concurrent writers lose nothing and blobs and manifest never disagree. Every change moves the
+collection's generation on; workers rebuild their cached index when it moved.
 
 ``DocumentStore`` is the contract; ``securechat.rag.store`` implements it in SQL on either database backend
 (an SQLite file on one node, PostgreSQL for a cluster). Its methods are synchronous; the Serve deployment that
@@ -89,12 +93,21 @@ class StoredChunk:
 class LoadedCollection:
     generation: int
     chunks: tuple[StoredChunk, ...] = field(repr=False)
+    manifest: bytes | None = field(default=None, repr=False)  # None: a collection from before manifests
 
 
 @dataclass(frozen=True, slots=True)
-class CommitResult:
-    written: tuple[str, ...]  # doc ids stored by this commit
-    superseded: tuple[str, ...]  # doc ids a higher version had already replaced
+class DocumentListing:
+    documents: tuple[DocumentInfo, ...]
+    manifest: bytes | None = field(default=None, repr=False)  # read in the same transaction as the documents
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestUpdate:
+    """A new manifest and its counter (which the store can read but not check: only the key holder can)."""
+
+    manifest: bytes = field(repr=False)
+    counter: int
 
 
 class DocumentStore(ABC):
@@ -114,11 +127,12 @@ class DocumentStore(ABC):
         """Every blob of the collection goes."""
 
     @abstractmethod
-    def list_documents(self, tenant_id: str, collection_id: str) -> list[DocumentInfo]: ...
+    def list_documents(self, tenant_id: str, collection_id: str) -> DocumentListing: ...
 
     @abstractmethod
-    def delete_document(self, tenant_id: str, collection_id: str, doc_id: str) -> None:
-        """Every version and chunk of the document goes; UNKNOWN_DOCUMENT if there is none."""
+    def delete_document(self, tenant_id: str, collection_id: str, doc_id: str, update: ManifestUpdate) -> None:
+        """Every version and chunk of the document goes and ``update`` becomes the manifest (UNKNOWN_DOCUMENT if
+        there is no such document, COLLECTION_CHANGED if the stored counter is not ``update.counter - 1``)."""
 
     @abstractmethod
     def begin_ingest(self, tenant_id: str, collection_id: str) -> int:
@@ -132,13 +146,15 @@ class DocumentStore(ABC):
         version: int,
         documents: Sequence[SealedDocument],
         limits: StoreLimits,
-    ) -> CommitResult:
-        """Store ``documents`` under ``version`` atomically, within the tenant's limits (else nothing is
-        written: TOO_MANY_DOCUMENTS / TOO_MANY_CHUNKS)."""
+        update: ManifestUpdate,
+    ) -> None:
+        """Store ``documents`` under ``version`` (each replacing that document's rows) and ``update`` as the
+        manifest, atomically, within the tenant's limits (else nothing is written: TOO_MANY_DOCUMENTS /
+        TOO_MANY_CHUNKS) and only after the stored counter (else COLLECTION_CHANGED)."""
 
     @abstractmethod
     def load(self, tenant_id: str, collection_id: str) -> LoadedCollection:
-        """Every chunk of the latest version of every document, and the generation they belong to."""
+        """Every stored chunk, the manifest and the generation they belong to, as of one moment."""
 
     @abstractmethod
     def generation(self, tenant_id: str, collection_id: str) -> int: ...

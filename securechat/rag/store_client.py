@@ -12,10 +12,10 @@ from typing import Protocol
 
 from securechat.rag.store import (
     CollectionInfo,
-    CommitResult,
-    DocumentInfo,
+    DocumentListing,
     DocumentStore,
     LoadedCollection,
+    ManifestUpdate,
     SealedDocument,
     StoreLimits,
 )
@@ -30,9 +30,11 @@ class AsyncDocumentStore(Protocol):
 
     async def delete_collection(self, tenant_id: str, collection_id: str) -> None: ...
 
-    async def list_documents(self, tenant_id: str, collection_id: str) -> list[DocumentInfo]: ...
+    async def list_documents(self, tenant_id: str, collection_id: str) -> DocumentListing: ...
 
-    async def delete_document(self, tenant_id: str, collection_id: str, doc_id: str) -> None: ...
+    async def delete_document(
+        self, tenant_id: str, collection_id: str, doc_id: str, update: ManifestUpdate
+    ) -> None: ...
 
     async def begin_ingest(self, tenant_id: str, collection_id: str) -> int: ...
 
@@ -43,7 +45,8 @@ class AsyncDocumentStore(Protocol):
         version: int,
         documents: Sequence[SealedDocument],
         limits: StoreLimits,
-    ) -> CommitResult: ...
+        update: ManifestUpdate,
+    ) -> None: ...
 
     async def load(self, tenant_id: str, collection_id: str) -> LoadedCollection: ...
 
@@ -68,11 +71,11 @@ class LocalDocumentStore:
     async def delete_collection(self, tenant_id: str, collection_id: str) -> None:
         await asyncio.to_thread(self.store.delete_collection, tenant_id, collection_id)
 
-    async def list_documents(self, tenant_id: str, collection_id: str) -> list[DocumentInfo]:
+    async def list_documents(self, tenant_id: str, collection_id: str) -> DocumentListing:
         return await asyncio.to_thread(self.store.list_documents, tenant_id, collection_id)
 
-    async def delete_document(self, tenant_id: str, collection_id: str, doc_id: str) -> None:
-        await asyncio.to_thread(self.store.delete_document, tenant_id, collection_id, doc_id)
+    async def delete_document(self, tenant_id: str, collection_id: str, doc_id: str, update: ManifestUpdate) -> None:
+        await asyncio.to_thread(self.store.delete_document, tenant_id, collection_id, doc_id, update)
 
     async def begin_ingest(self, tenant_id: str, collection_id: str) -> int:
         return await asyncio.to_thread(self.store.begin_ingest, tenant_id, collection_id)
@@ -84,8 +87,9 @@ class LocalDocumentStore:
         version: int,
         documents: Sequence[SealedDocument],
         limits: StoreLimits,
-    ) -> CommitResult:
-        return await asyncio.to_thread(self.store.commit, tenant_id, collection_id, version, documents, limits)
+        update: ManifestUpdate,
+    ) -> None:
+        await asyncio.to_thread(self.store.commit, tenant_id, collection_id, version, documents, limits, update)
 
     async def load(self, tenant_id: str, collection_id: str) -> LoadedCollection:
         return await asyncio.to_thread(self.store.load, tenant_id, collection_id)

@@ -27,6 +27,7 @@ OUT = Path(__file__).with_name(f"securechat_v{ENVELOPE_VERSION}.json")
 DEK = bytes(range(32))
 NONCE = bytes(range(100, 112))
 RUN_SALT = bytes(range(200, 232))  # the worker's per-run response salt, injected
+SEALED_AT = 1_800_000_000  # the sealer's clock, injected: the header's expires_at is this plus the default TTL
 X25519_PRIVATE = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")  # RFC 7748 §6.1
 HYBRID_SEED = bytes(range(64, 96))  # test-only MLKEM768-X25519 seed
 BODY = '{"messages":[{"role":"user","content":"known answer ✓"}],"max_new_tokens":8}'.encode()
@@ -35,7 +36,8 @@ HEADER = {"request_id": "kat-request-0001", "tenant_id": "tenant1", "mode": "pla
 
 
 def known_answer_frames() -> list[bytes]:
-    """Start, two text frames (one multi-byte character), a trailer longer than one frame, then the final frame."""
+    """Start, two text frames (one multi-byte character), a trailer longer than one frame, then the final frame
+    (its clear token counts rounded up to the default bucket of 64; the exact 9 and 2 are in the trailer)."""
     sealer = ResponseSealer(DEK, HEADER["request_id"], FRAME_BYTES, _salt=RUN_SALT)
     long_metrics = {"output_tokens": 2, "note": "x" * 600}
     return [
@@ -61,7 +63,7 @@ def main() -> None:
     cases = []
     for suite in Suite:
         recipient = keys.public_key(suite)
-        sealed = seal_request(BODY, **HEADER, recipients=[recipient], _dek=DEK, _nonce=NONCE)
+        sealed = seal_request(BODY, **HEADER, recipients=[recipient], _dek=DEK, _nonce=NONCE, _now=SEALED_AT)
         env = sealed.envelope
         frames = known_answer_frames()
         cases.append(
@@ -83,6 +85,7 @@ def main() -> None:
         "dek_hex": DEK.hex(),
         "nonce_hex": NONCE.hex(),
         "run_salt_hex": RUN_SALT.hex(),
+        "sealed_at": SEALED_AT,
         "frame_bytes": FRAME_BYTES,
         "body": BODY.decode(),
         "header": HEADER,
