@@ -273,3 +273,24 @@ def test_a_zero_limit_means_no_documents_at_all(
                 client.collections.add(cid, files(("bread.txt", BREAD)))
             assert (refused.value.status, refused.value.code) == (413, code)
             assert client.collections.documents(cid) == []
+
+
+def test_a_collection_from_before_manifests_is_taken_as_stored_until_its_first_write(
+    service: LocalService, trust: TrustFiles, store: SQLiteDocumentStore, tmp_path: Path
+) -> None:
+    """An upgraded store: its collections have no manifest, its keyrings no counter. Taken as they are until the
+    first ingest or deletion writes a manifest; after that, a vanished manifest is a rollback."""
+    with client_for(service, trust, tmp_path) as client:
+        cid = client.collections.create().collection_id
+        [bread] = client.collections.add(cid, files(("bread.txt", BREAD)))
+        edit(store, "UPDATE collections SET manifest = NULL, manifest_counter = 0")  # as the v1 schema left it
+        entries = json.loads(client.keyring.path.read_text())
+        for entry in entries["entries"]:
+            del entry["counter"]  # as a keyring written before counters
+        client.keyring.path.write_text(json.dumps(entries))
+        assert [hit.doc_id for hit in client.collections.search(cid, "bread", top_k=1)] == [bread["doc_id"]]
+        assert [d.doc_id for d in client.collections.documents(cid)] == [bread["doc_id"]]
+        client.collections.add(cid, files(("trains.txt", TRAINS)))
+        assert client.keyring.get(cid).counter == 1 and manifest_of(store, cid)
+        edit(store, "UPDATE collections SET manifest = NULL, manifest_counter = 0")
+        assert refused_code(lambda: client.collections.search(cid, "bread")) == STALE

@@ -240,3 +240,25 @@ def test_two_replicas_cannot_both_pass_the_tenants_limit(settings: DatabaseSetti
     assert sum(replicas[0].collection("t1", f"c{i}").num_documents for i in range(2)) == 2
     for replica in replicas:
         replica.close()
+
+
+def test_a_store_from_before_manifests_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A documents database written with the first schema: opened by this release, its rows stay and every
+    collection has no manifest yet (counter 0), which the next write fills in."""
+    from securechat.db.sqlite import SQLiteDatabase
+    from securechat.rag.store import _V1, COMPONENT
+
+    path = tmp_path / "old.sqlite3"
+    old = SQLiteDatabase(path)
+    assert old.migrate(COMPONENT, (_V1,)) == 1
+    with old.transaction() as tx:
+        tx.execute("INSERT INTO collections (collection_id, tenant_id, created_at) VALUES ('c1', 't1', 0)")
+        tx.execute("INSERT INTO documents VALUES ('c1', 'a', 1, 0, 1, 10, ?)", (b"meta",))
+        tx.execute("INSERT INTO chunks VALUES ('c1', 'a', 1, 0, ?, ?)", (b"text", b"vec"))
+    old.close()
+    store = SQLiteDocumentStore(path)
+    loaded = store.load("t1", "c1")
+    assert [(c.doc_id, c.version, c.index) for c in loaded.chunks] == [("a", 1, 0)] and loaded.manifest is None
+    store.delete_document("t1", "c1", "a", ManifestUpdate(b"manifest:1", 1))
+    assert store.load("t1", "c1").manifest == b"manifest:1"
+    store.close()
