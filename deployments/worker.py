@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -13,8 +12,9 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.metrics import WorkerMetrics
 from deployments.store import HandleDocumentStore
-from securechat.attestation import Attester, ensure_root
+from securechat.attestation import Attester
 from securechat.attestation.app_measurement import measure_app_worker
+from securechat.attestation.platforms import evidence_source, resolved_platform
 from securechat.config import AppSettings, RagSettings
 from securechat.engine.factory import build_engine
 from securechat.envelope import Envelope
@@ -43,11 +43,10 @@ async def build_collection_modes(settings: RagSettings, store: DeploymentHandle 
 
 
 def make_attester(identity: WorkerIdentity, app: AppSettings) -> Attester:
-    """Measure this worker (code, runtime config, model files) and have the platform root endorse it."""
+    """Measure this worker (code, runtime config, model files) and set up its platform's evidence."""
     registers = measure_app_worker(app, identity.region)
-    settings = app.attestation
-    root = ensure_root(Path(settings.root_key_path) if settings.root_key_path else None)
-    return Attester(root, identity, registers, key_ttl_s=settings.key_ttl_s, debug=settings.debug)
+    source = evidence_source(app.attestation, identity.worker_id, registers)
+    return Attester(source, identity, registers, key_ttl_s=app.attestation.key_ttl_s)
 
 
 class WorkerDeployment:
@@ -62,6 +61,7 @@ class WorkerDeployment:
         self._worker = EnclaveWorker(
             worker_id=worker_id,
             region=region,
+            platform=resolved_platform(app.attestation),
             engine=build_engine(engine_settings),
             max_new_tokens=engine_settings.max_new_tokens,
             keys=WorkerKeys.generate(app.sealing.suites),

@@ -8,8 +8,9 @@ Operator commands live here (tiny model, platform root, release key, manifest); 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
@@ -31,6 +32,7 @@ from securechat.attestation import (
 )
 from securechat.attestation.app_measurement import measure_app_worker
 from securechat.attestation.manifest import default_release_key_path
+from securechat.attestation.platforms import release_policy
 from securechat.cli_exit import EXIT_USAGE, run
 from securechat.client.cli import add_client_commands
 from securechat.client.collections_cli import add_collection_commands
@@ -121,7 +123,20 @@ def _cmd_manifest_build(args: argparse.Namespace) -> int:
         engine = settings.engine_for(region)
         # The same measurement deployments.worker.make_attester makes for this region's workers.
         registers = measure_app_worker(settings, region)
-        manifest = manifest_for_registers(args.name, args.release, registers, suites=settings.sealing.suites)
+        platform = args.platform or settings.attestation.platform
+        platforms = release_policy(
+            platform,
+            registers,
+            snp_measurements=args.snp_measurement or (),
+            snp_products=args.snp_product or (),
+            snp_min_tcb=_tcb_floors(args.snp_min_tcb or ()),
+            snp_allow_vlek=args.snp_allow_vlek,
+            tdx_measurements=_tdx_measurements(args.tdx_mrtd or (), args.tdx_rtmr or ()),
+            tdx_statuses=args.tdx_allow_status or (),
+        )
+        manifest = manifest_for_registers(
+            args.name, args.release, registers, suites=settings.sealing.suites, platforms=platforms
+        )
     except KeyError:
         print(f"error: region {args.region} is not in {args.config}", file=sys.stderr)
         return EXIT_USAGE
@@ -147,7 +162,41 @@ def _cmd_manifest_build(args: argparse.Namespace) -> int:
     for name, values in sorted(manifest.registers.items()):
         print(f"  {name:<8} {' '.join(sorted(values))}")
     print(f"  suites   {' '.join(suite.value for suite in manifest.suites)}")
+    print(f"  platforms {json.dumps(manifest.platforms.to_dict(), sort_keys=True)}")
+    if manifest.platforms.sev_snp is not None and "Milan" in manifest.platforms.sev_snp.min_tcb:
+        print(
+            "warning: this release accepts AMD Milan, whose chips' root seed can be extracted in software: "
+            "the owner of a Milan host can forge its reports",
+            file=sys.stderr,
+        )
+    if manifest.platforms.simulated:
+        print("warning: this release accepts the simulated platform: no hardware protects its workers", file=sys.stderr)
     return 0
+
+
+def _tcb_floors(items: Sequence[str]) -> dict[str, dict[str, int]]:
+    """``LINE:FIELD=N`` flags as {line: {field: n}} (``--snp-min-tcb Genoa:snp=24``)."""
+    floors: dict[str, dict[str, int]] = {}
+    for item in items:
+        product, _, change = item.partition(":")
+        name, _, value = change.partition("=")
+        if not product or not name or not value.isdigit():
+            raise ValueError(f"--snp-min-tcb takes LINE:FIELD=NUMBER (Genoa:snp=24), not {item!r}")
+        floors.setdefault(product, {})[name] = int(value)
+    return floors
+
+
+def _tdx_measurements(mrtds: Sequence[str], rtmrs: Sequence[str]) -> dict[str, list[str]] | None:
+    """``--tdx-mrtd HEX`` and ``--tdx-rtmr N=HEX`` flags as the policy's measurement lists."""
+    if not mrtds and not rtmrs:
+        return None
+    measurements: dict[str, list[str]] = {"mrtd": list(mrtds)} if mrtds else {}
+    for item in rtmrs:
+        index, _, value = item.partition("=")
+        if index not in {"0", "1", "2", "3"} or not value:
+            raise ValueError(f"--tdx-rtmr takes N=HEX with N in 0..3, not {item!r}")
+        measurements.setdefault(f"rtmr{index}", []).append(value)
+    return measurements
 
 
 def _add_manifest(subparsers: _Subparsers) -> None:
@@ -160,6 +209,33 @@ def _add_manifest(subparsers: _Subparsers) -> None:
     build.add_argument("--name", default="securechat", help="manifest name (default: securechat)")
     build.add_argument("--release", default=_version(), help="release label (default: the package version)")
     build.add_argument("--release-key", type=Path, help="release private key (default: $SECURECHAT_RELEASE_KEY ...)")
+    hardware = build.add_argument_group("the platform the release runs on (default: the config's attestation.platform)")
+    hardware.add_argument("--platform", choices=["simulated", "emulated-sev-snp", "sev-snp", "tdx"])
+    hardware.add_argument(
+        "--snp-measurement",
+        action="append",
+        metavar="HEX",
+        help="sev-snp: a launch measurement of the released image (repeatable; `sev-snp-measure --mode snp ...`)",
+    )
+    hardware.add_argument(
+        "--snp-product",
+        action="append",
+        choices=["Milan", "Genoa", "Turin"],
+        help="sev-snp: an AMD processor line to accept (repeatable; default Genoa and Turin, see "
+        "docs/confidential-vms.md for why not Milan)",
+    )
+    hardware.add_argument(
+        "--snp-min-tcb",
+        action="append",
+        metavar="LINE:FIELD=N",
+        help="sev-snp: change one field of a line's shipped TCB floor (bootloader, tee, snp, microcode, fmc)",
+    )
+    hardware.add_argument("--snp-allow-vlek", action="store_true", help="sev-snp: accept VLEK-signed reports too")
+    hardware.add_argument("--tdx-mrtd", action="append", metavar="HEX", help="tdx: an MRTD of the image (repeatable)")
+    hardware.add_argument("--tdx-rtmr", action="append", metavar="N=HEX", help="tdx: an RTMR value the release expects")
+    hardware.add_argument(
+        "--tdx-allow-status", action="append", metavar="STATUS", help="tdx: TCB statuses to accept (default: UpToDate)"
+    )
     build.set_defaults(command=_cmd_manifest_build)
 
 

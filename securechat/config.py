@@ -165,11 +165,21 @@ class TransparencySettings(_Strict):
 
 
 class AttestationSettings(_Strict):
-    """The simulated platform: where workers find the root that endorses them, and what their documents say."""
+    """Where a worker's evidence comes from (securechat.attestation.platforms; docs/confidential-vms.md).
 
-    root_key_path: str | None = None  # None: $SECURECHAT_PLATFORM_ROOT or ~/.config/securechat/platform-root.pem
+    ``platform``: ``simulated`` (a software root on the host: development; every shipped CPU profile),
+    ``emulated-sev-snp`` (byte-exact SEV-SNP reports from an emulated AMD-SP whose keys are on the host:
+    development and CI, checked by the production verifier), ``sev-snp`` and ``tdx`` (a confidential VM's
+    firmware through configfs-tsm), ``auto`` (the CVM's firmware when the guest has one, else simulated)."""
+
+    platform: Literal["simulated", "emulated-sev-snp", "sev-snp", "tdx", "auto"] = "simulated"
+    root_key_path: str | None = None  # simulated: None is $SECURECHAT_PLATFORM_ROOT or ~/.config/.../platform-root.pem
+    emulator_dir: str | None = None  # emulated-sev-snp: None is $SECURECHAT_SNP_EMULATOR or ~/.config/.../snp-emulator
+    configfs_tsm_path: str = "/sys/kernel/config/tsm/report"  # sev-snp, tdx
+    snp_vcek_path: str | None = None  # sev-snp: the VCEK (DER or PEM) when the host provides no certificate table
+    tdx_collateral_path: str | None = None  # tdx: the operator's cache of Intel's collateral (JSON), sent along
     key_ttl_s: int = Field(default=86_400, ge=60)  # worker keys expire this long after start-up
-    debug: bool = False  # a debug worker attests debug=true, which verifiers refuse
+    debug: bool = False  # simulated and emulated: attest a debuggable guest (verifiers refuse it)
 
 
 class AppSettings(_Strict):

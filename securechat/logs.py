@@ -22,6 +22,7 @@ ALLOWED_FIELDS: Final = frozenset(
         "region",
         "mode",
         "suite",
+        "platform",
         "model",
         "engine",
         "deployment",

@@ -62,11 +62,13 @@ class WorkerIdentity:
     worker_id: str
     region: str
     public_keys: tuple[RecipientKey, ...]
+    platform: str = "simulated"  # what attests it (attestation.platform): simulated, emulated-sev-snp, sev-snp, tdx
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "worker_id": self.worker_id,
             "region": self.region,
+            "platform": self.platform,
             "keys": [key.to_dict() for key in self.public_keys],
         }
 
@@ -78,6 +80,8 @@ class EnclaveWorker:
         region: str,
         engine: Engine,
         max_new_tokens: int,
+        *,
+        platform: str = "simulated",
         keys: WorkerKeys | None = None,
         observer: WorkerObserver | None = None,
         attester_factory: Callable[[WorkerIdentity], Attester] | None = None,
@@ -87,6 +91,7 @@ class EnclaveWorker:
     ) -> None:
         self.worker_id = worker_id
         self.region = region
+        self.platform = platform
         self._engine = engine
         self._max_new_tokens = max_new_tokens
         self._keys = keys or WorkerKeys.generate()
@@ -110,7 +115,7 @@ class EnclaveWorker:
 
     @property
     def identity(self) -> WorkerIdentity:
-        return WorkerIdentity(self.worker_id, self.region, self._keys.public_keys)
+        return WorkerIdentity(self.worker_id, self.region, self._keys.public_keys, self.platform)
 
     async def start(self) -> None:
         started = time.perf_counter()

@@ -133,7 +133,7 @@ def make_worker(
         engine or ScriptedEngine(chunks),
         max_new_tokens,
         keys=WorkerKeys.generate(suites),
-        attester_factory=lambda identity: Attester(root, identity, registers, key_ttl_s=3600, debug=debug),
+        attester_factory=lambda identity: Attester.simulated(root, identity, registers, key_ttl_s=3600, debug=debug),
         stream=stream,
         collections=collections,
     )

@@ -14,6 +14,7 @@ from securechat.attestation import (
     sign_manifest,
 )
 from securechat.attestation.app_measurement import measure_app_worker
+from securechat.attestation.platforms import release_policy
 from securechat.client import ClientConfig
 from securechat.config import AppSettings
 
@@ -62,12 +63,19 @@ APP_ARGS: dict[str, Any] = {
     "transparency": {"log_db": "${SECURECHAT_CACHE_DIR}/transparency-log.sqlite3"},
     "dispatch": {"choose_timeout_s": 20},
     "auth": {"mode": "disabled"},  # tenant auth is tested in-process (test_gateway_auth.py)
+    # Byte-exact SEV-SNP reports from an emulated AMD-SP: the production verifier checks every document.
+    "attestation": {"platform": "emulated-sev-snp", "emulator_dir": "${SECURECHAT_CACHE_DIR}/snp-emulator"},
 }
 
 
 def platform_root_path(cache_dir: Path) -> Path:
     """The simulated platform root the test cluster's workers create on first start (never the user's own)."""
     return cache_dir / "platform-root.pem"
+
+
+def emulator_ark_path(cache_dir: Path) -> Path:
+    """The ARK of the emulated SEV-SNP platform the test app's workers make on first start: what clients pin."""
+    return cache_dir / "snp-emulator" / "ark.der"
 
 
 def pinned_client_config(
@@ -80,6 +88,7 @@ def pinned_client_config(
     root_public_key_path: Path,
     tenant_id: str = "tenant1",
     api_key: str | None = None,
+    snp_ark_path: Path | None = None,
 ) -> ClientConfig:
     """What a user pins for a running app: its platform root, a release key, and a manifest signed by that key
     for exactly what ``region``'s workers run (measured from the app's ``args``), all written under ``directory``.
@@ -90,7 +99,10 @@ def pinned_client_config(
     settings = AppSettings.model_validate(args)
     registers = measure_app_worker(settings, region)
     manifest_path = directory / f"manifest-{region}-{release}.json"
-    manifest = manifest_for_registers("securechat", release, registers, suites=settings.sealing.suites)
+    platforms = release_policy(settings.attestation.platform, registers)
+    manifest = manifest_for_registers(
+        "securechat", release, registers, suites=settings.sealing.suites, platforms=platforms
+    )
     save_manifest(manifest_path, sign_manifest(manifest, load_release_key(release_key)))
     return ClientConfig(
         tenant_id=tenant_id,
@@ -100,6 +112,7 @@ def pinned_client_config(
         root_public_key_path=root_public_key_path,
         release_public_key_path=Path(f"{release_key}.pub"),
         manifest_path=manifest_path,
+        snp_ark_paths=(snp_ark_path,) if snp_ark_path is not None else (),
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from securechat.attestation import (
     AttestationDocument,
+    AttestationKeyCertificate,
     Attester,
+    Platform,
     ReleaseManifest,
     SignedManifest,
     build_manifest,
@@ -46,33 +50,60 @@ def test_round_trip_through_json() -> None:
     parsed = AttestationDocument.from_dict(json.loads(json.dumps(document.to_dict())))
     assert parsed == document
     assert parsed.to_dict() == document.to_dict()
-    assert parsed.public_keys == IDENTITY.public_keys
-    assert parsed.key_expiry == NOW + 600 and parsed.timestamp == NOW and not parsed.debug
+    assert parsed.public_keys == IDENTITY.public_keys and parsed.platform is Platform.SIMULATED
+    assert parsed.key_expiry == NOW + 600 and parsed.timestamp == NOW
 
 
-def test_signature_covers_the_exact_canonical_bytes() -> None:
+def test_the_evidence_signs_exactly_the_documents_report_data() -> None:
+    """binding.py: SHA-512 over the tag, the nonce, the keys statement and the registers, nothing else."""
     document = issue_document(ROOT, IDENTITY, REGISTERS, NONCE, now=NOW, key_ttl_s=600)
-    body = {key: value for key, value in document.to_dict().items() if key != "signature"}
-    expected = (
-        b"securechat-attestation-document-v1\x00" + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    )
-    assert document.signed_bytes() == expected
-    document.certificate.attestation_key().verify(document.signature, expected)  # raises if not
-    assert document.certificate.verify_issued_by(ROOT.public_key())
+    statement = {
+        "worker_id": IDENTITY.worker_id,
+        "key_expiry": NOW + 600,
+        "timestamp": NOW,
+        "public_keys": [key.to_dict() for key in IDENTITY.public_keys],
+    }
+    expected = hashlib.sha512(
+        b"securechat/report-data/v1\x00"
+        + len(NONCE).to_bytes(2, "big")
+        + NONCE.encode()
+        + hashlib.sha256(canonical_json(statement)).digest()
+        + hashlib.sha256(canonical_json(REGISTERS)).digest()
+    ).digest()
+    assert document.report_data() == expected
+    assert base64.b64decode(document.evidence["report_data"]) == expected
+    certificate = AttestationKeyCertificate.from_dict(document.evidence["certificate"])
+    body = {key: value for key, value in document.evidence.items() if key != "signature"}
+    signed = b"securechat-simulated-evidence-v1\x00" + canonical_json(body)
+    certificate.attestation_key().verify(base64.b64decode(document.evidence["signature"]), signed)  # raises if not
+    assert certificate.verify_issued_by(ROOT.public_key()) and certificate.subject == IDENTITY.worker_id
+
+
+def test_any_field_changes_the_report_data() -> None:
+    document = issue_document(ROOT, IDENTITY, REGISTERS, NONCE, now=NOW, key_ttl_s=600)
+    other_keys = WorkerKeys.generate().public_keys
+    for change in (
+        {"worker_id": "worker-2"},
+        {"key_expiry": NOW + 601},
+        {"timestamp": NOW + 1},
+        {"nonce": "ab" * 16},
+        {"registers": {**REGISTERS, "model": "4" * 64}},
+        {"public_keys": other_keys},
+    ):
+        assert dataclasses.replace(document, **change).report_data() != document.report_data(), change
 
 
 def test_field_order_on_the_wire_does_not_matter() -> None:
     data = _document()
     shuffled = dict(reversed(list(data.items())))
-    parsed = AttestationDocument.from_dict(shuffled)
-    assert parsed.verify_signature(parsed.certificate.attestation_key())
+    assert AttestationDocument.from_dict(shuffled).report_data() == AttestationDocument.from_dict(data).report_data()
 
 
 def test_documents_from_one_attester_share_key_expiry_and_certificate() -> None:
-    attester = Attester(ROOT, IDENTITY, REGISTERS, key_ttl_s=600, now=NOW)
+    attester = Attester.simulated(ROOT, IDENTITY, REGISTERS, key_ttl_s=600, now=NOW)
     first, later = attester.attest(NONCE, now=NOW), attester.attest("ab" * 16, now=NOW + 300)
     assert first.key_expiry == later.key_expiry == NOW + 600  # re-attesting never extends the keys
-    assert first.certificate == later.certificate
+    assert first.evidence["certificate"] == later.evidence["certificate"]
     assert later.timestamp == NOW + 300
 
 
@@ -81,8 +112,8 @@ def test_documents_from_one_attester_share_key_expiry_and_certificate() -> None:
     [
         lambda d: d.pop("nonce"),
         lambda d: d.update(extra=1),
-        lambda d: d.update(version=2),
-        lambda d: d.update(debug=0),
+        lambda d: d.update(version=1),
+        lambda d: d.update(platform=CANARY),
         lambda d: d.update(timestamp=True),
         lambda d: d.update(timestamp=1.5),
         lambda d: d.update(timestamp=-1),
@@ -95,11 +126,8 @@ def test_documents_from_one_attester_share_key_expiry_and_certificate() -> None:
         lambda d: d.update(public_keys=[]),
         lambda d: d.update(public_keys=[{"suite": CANARY, "key_id": "0" * 32, "public_key": ""}]),
         lambda d: d.update(public_keys=d["public_keys"] * 2),
-        lambda d: d.update(signature=d["signature"] + "\n"),
-        lambda d: d.update(signature=base64.b64encode(b"x" * 63).decode()),
-        lambda d: d.update(certificate={**d["certificate"], "subject": CANARY + "!"}),
-        lambda d: d.update(certificate={**d["certificate"], "not_after": d["certificate"]["not_before"]}),
-        lambda d: d.update(certificate=None),
+        lambda d: d.update(evidence=None),
+        lambda d: d.update(evidence={"padding": "x" * (300 << 10)}),
     ],
 )
 def test_strict_parse_refuses_with_content_free_messages(mutate: Any) -> None:
@@ -118,15 +146,15 @@ def test_parse_refuses_non_mappings() -> None:
 
 
 def test_attester_refuses_bad_inputs() -> None:
-    attester = Attester(ROOT, IDENTITY, REGISTERS, key_ttl_s=600, now=NOW)
+    attester = Attester.simulated(ROOT, IDENTITY, REGISTERS, key_ttl_s=600, now=NOW)
     with pytest.raises(ValueError):
         attester.attest("not-hex", now=NOW)
     with pytest.raises(ValueError):
-        Attester(ROOT, IDENTITY, {"Code!": "1" * 64}, key_ttl_s=600, now=NOW)
+        Attester.simulated(ROOT, IDENTITY, {"Code!": "1" * 64}, key_ttl_s=600, now=NOW)
     with pytest.raises(ValueError):
-        Attester(ROOT, IDENTITY, REGISTERS, key_ttl_s=600, cert_ttl_s=60, now=NOW)
+        Attester.simulated(ROOT, IDENTITY, REGISTERS, key_ttl_s=600, cert_ttl_s=60, now=NOW)
     with pytest.raises(ValueError):
-        Attester(ROOT, WorkerIdentity("worker-1", "us-west-1", ()), REGISTERS, key_ttl_s=600, now=NOW)
+        Attester.simulated(ROOT, WorkerIdentity("worker-1", "us-west-1", ()), REGISTERS, key_ttl_s=600, now=NOW)
 
 
 # -- release manifests ---------------------------------------------------------------------------------------

@@ -129,9 +129,9 @@ def _secret_spellings(key: ed25519.Ed25519PrivateKey) -> list[str]:
 def test_private_keys_never_appear_in_documents_or_reprs() -> None:
     root = ed25519.Ed25519PrivateKey.generate()
     identity = WorkerIdentity("worker-1", "us-west-1", WorkerKeys.generate().public_keys)
-    attester = Attester(root, identity, REGISTERS, key_ttl_s=600, now=NOW)
+    attester = Attester.simulated(root, identity, REGISTERS, key_ttl_s=600, now=NOW)
     document = attester.attest(NONCE, now=NOW)
-    signing_key: ed25519.Ed25519PrivateKey = attester._signing_key  # test-only peek at the attestation key
+    signing_key: ed25519.Ed25519PrivateKey = attester._source._signing_key  # type: ignore[attr-defined]  # test-only peek
     one_off = issue_document(root, identity, REGISTERS, NONCE, now=NOW, key_ttl_s=60)
     visible = " ".join([json.dumps(document.to_dict()), json.dumps(one_off.to_dict()), repr(document), repr(attester)])
     for secret in _secret_spellings(root) + _secret_spellings(signing_key):
@@ -141,5 +141,7 @@ def test_private_keys_never_appear_in_documents_or_reprs() -> None:
 def test_attester_refuses_pickling() -> None:
     root = ed25519.Ed25519PrivateKey.generate()
     identity = WorkerIdentity("worker-1", "us-west-1", WorkerKeys.generate().public_keys)
-    with pytest.raises(TypeError):
-        pickle.dumps(Attester(root, identity, REGISTERS, key_ttl_s=600, now=NOW))
+    attester = Attester.simulated(root, identity, REGISTERS, key_ttl_s=600, now=NOW)
+    for holder in (attester, attester._source):
+        with pytest.raises(TypeError):
+            pickle.dumps(holder)

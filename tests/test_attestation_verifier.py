@@ -6,26 +6,27 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from securechat.attestation import (
-    AttestationDocument,
     AttestationError,
     AttestationFailure,
     AttestationVerifier,
     Attester,
+    PlatformPolicy,
     ReleaseManifest,
     SignedManifest,
+    SnpPolicy,
     VerifiedWorker,
     issue_document,
     new_nonce,
     sign_manifest,
 )
-from securechat.attestation.certificate import endorse_attestation_key
+from securechat.attestation.simulated import SimulatedSource
 from securechat.keys import RecipientKey, Suite, WorkerKeys
 from securechat.worker import WorkerIdentity
 
@@ -95,7 +96,7 @@ def test_a_worker_offering_only_classical_keys_is_refused_by_a_hybrid_manifest()
 
 def test_malformed_document() -> None:
     document = _document()
-    del document["debug"]
+    del document["evidence"]["debug"]
     assert _refusal(document).reason is AttestationFailure.MALFORMED
     assert _refusal({"anything": 1}).reason is AttestationFailure.MALFORMED
 
@@ -107,53 +108,67 @@ def test_wrong_root() -> None:
 
 def test_certificate_claiming_the_pinned_root_but_signed_by_another_is_a_bad_signature() -> None:
     document = _document(root=ed25519.Ed25519PrivateKey.generate())
-    document["certificate"]["issuer"] = _document()["certificate"]["issuer"]
+    document["evidence"]["certificate"]["issuer"] = _document()["evidence"]["certificate"]["issuer"]
     assert _refusal(document).reason is AttestationFailure.BAD_SIGNATURE
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("worker_id", "worker-b"),
         ("registers", {**REGISTERS, "code": "0" * 64}),
         ("key_expiry", NOW + 10**6),
         ("timestamp", NOW + 1),
-        ("nonce", "ab" * 32),
-        ("debug", True),
-        ("module_id", "other-module"),
+        ("public_keys", [key.to_dict() for key in KEYS_B.public_keys]),  # keys swapped after the report
     ],
 )
-def test_any_tampered_field_breaks_the_signature(field: str, value: Any) -> None:
+def test_any_tampered_field_is_not_what_the_evidence_vouches_for(field: str, value: Any) -> None:
     document = _document()
     document[field] = value
-    assert _refusal(document).reason is AttestationFailure.BAD_SIGNATURE
+    assert _refusal(document).reason is AttestationFailure.REPORT_DATA_MISMATCH
 
 
-def test_tampered_certificate_or_signature() -> None:
+def test_a_tampered_nonce_or_worker_id_is_refused_by_name() -> None:
     document = _document()
-    document["certificate"]["not_after"] += 10**6
-    assert _refusal(document).reason is AttestationFailure.BAD_SIGNATURE
+    document["nonce"] = "ab" * 32  # the verifier's own nonce check comes first
+    assert _refusal(document, nonce="ab" * 32).reason is AttestationFailure.REPORT_DATA_MISMATCH
     document = _document()
-    document["signature"] = _document()["signature"]  # a valid signature, from another attestation key
-    assert _refusal(document).reason is AttestationFailure.BAD_SIGNATURE
+    document["worker_id"] = "worker-b"  # the simulated certificate names the worker its key speaks for
+    assert _refusal(document).reason is AttestationFailure.CERTIFICATE_SUBJECT
 
 
-def test_key_list_swapped_after_signing_is_a_bad_signature() -> None:
+def test_tampered_evidence() -> None:
     document = _document()
-    document["public_keys"] = [key.to_dict() for key in KEYS_B.public_keys]
+    document["evidence"]["certificate"]["not_after"] += 10**6
+    assert _refusal(document).reason is AttestationFailure.BAD_SIGNATURE
+    document = _document()
+    document["evidence"]["signature"] = _document()["evidence"]["signature"]  # valid, from another key
+    assert _refusal(document).reason is AttestationFailure.BAD_SIGNATURE
+    document = _document()
+    document["evidence"]["debug"] = True  # a debug worker claiming otherwise, or the reverse
     assert _refusal(document).reason is AttestationFailure.BAD_SIGNATURE
 
 
 def test_attestation_key_used_for_another_worker() -> None:
-    attestation_key = ed25519.Ed25519PrivateKey.generate()
-    cert = endorse_attestation_key(ROOT, "worker-a", attestation_key.public_key(), now=NOW, ttl_s=3600)
-    unsigned = AttestationDocument("worker-b", REGISTERS, KEYS_B.public_keys, NOW + 3600, NOW, NONCE, False, cert, b"")
-    forged = replace(unsigned, signature=attestation_key.sign(unsigned.signed_bytes()))
+    """A real attestation key endorsed for worker-a speaks for worker-b: its evidence verifies, the subject not."""
+    source = SimulatedSource(ROOT, "worker-a", cert_ttl_s=3600, now=NOW)
+    forged = Attester(source, WORKER_B, REGISTERS, key_ttl_s=3600, now=NOW).attest(NONCE, now=NOW)
     assert _refusal(forged.to_dict()).reason is AttestationFailure.CERTIFICATE_SUBJECT
 
 
+def test_a_manifest_that_requires_hardware_refuses_a_simulated_document() -> None:
+    """The host cannot talk a client into the simulated platform: it is not in the manifest."""
+    snp_only = PlatformPolicy(sev_snp=SnpPolicy(frozenset({"ab" * 48})))
+    manifest = sign_manifest(
+        ReleaseManifest("securechat", "v1", MANIFEST.manifest.registers, NOW, platforms=snp_only), RELEASE
+    )
+    assert _refusal(_document(), _verifier(manifest)).reason is AttestationFailure.PLATFORM_NOT_ALLOWED
+    # Nor by a client that pins no simulated root at all: the platform has no verifier there.
+    bare = AttestationVerifier(None, MANIFEST, RELEASE.public_key(), max_age_s=60, clock=lambda: NOW + 1)
+    assert _refusal(_document(), bare).reason is AttestationFailure.WRONG_ROOT
+
+
 def test_certificate_outside_its_validity() -> None:
-    attester = Attester(ROOT, WORKER_A, REGISTERS, key_ttl_s=60, now=NOW)
+    attester = Attester.simulated(ROOT, WORKER_A, REGISTERS, key_ttl_s=60, now=NOW)
     late = attester.attest(NONCE, now=NOW + 100).to_dict()
     assert _refusal(late, _verifier(clock_s=NOW + 100)).reason is AttestationFailure.CERTIFICATE_EXPIRED
 
@@ -169,7 +184,7 @@ def test_stale_document() -> None:
 
 
 def test_document_from_the_future() -> None:
-    attester = Attester(ROOT, WORKER_A, REGISTERS, key_ttl_s=3600, now=NOW)
+    attester = Attester.simulated(ROOT, WORKER_A, REGISTERS, key_ttl_s=3600, now=NOW)
     ahead = attester.attest(NONCE, now=NOW + 10).to_dict()
     assert _refusal(ahead, _verifier(clock_s=NOW)).reason is AttestationFailure.FROM_FUTURE
     _verifier(clock_s=NOW).verify(attester.attest(NONCE, now=NOW + 5).to_dict(), NONCE)  # within the skew
@@ -203,7 +218,7 @@ def test_debug_enabled() -> None:
 
 
 def test_key_expired() -> None:
-    attester = Attester(ROOT, WORKER_A, REGISTERS, key_ttl_s=60, cert_ttl_s=3600, now=NOW)
+    attester = Attester.simulated(ROOT, WORKER_A, REGISTERS, key_ttl_s=60, cert_ttl_s=3600, now=NOW)
     document = attester.attest(NONCE, now=NOW + 61).to_dict()
     assert _refusal(document, _verifier(clock_s=NOW + 62)).reason is AttestationFailure.KEY_EXPIRED
 
@@ -283,3 +298,8 @@ def test_refusals_are_logged_without_content(caplog: pytest.LogCaptureFixture) -
     with caplog.at_level(logging.WARNING, logger="securechat.attestation"):
         _refusal(document)
     assert caplog.messages == ["attestation_refused reason=register_not_allowed:config worker_id=worker-a"]
+
+
+def test_every_refusal_reason_is_documented() -> None:
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "attestation.md").read_text()
+    assert [r.value for r in AttestationFailure if f"`{r.value}" not in docs] == []

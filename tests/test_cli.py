@@ -11,6 +11,8 @@ import yaml
 
 from deployments.worker import make_attester
 from securechat.attestation import load_manifest, load_release_public, load_root_public, new_nonce, root_id
+from securechat.attestation.policy import SNP_TCB_FLOORS
+from securechat.attestation.sev_snp.emulator import emulated_launch_measurement
 from securechat.cli import main
 from securechat.config import AppSettings
 from securechat.keys import Suite, WorkerKeys
@@ -93,6 +95,60 @@ def test_manifest_build_writes_the_profiles_suites_and_warns_about_classical_one
     assert main([*argv, "--release-key", str(release_key), "--out", str(out_path)]) == 0
     assert [suite.value for suite in load_manifest(out_path).manifest.suites] == suites
     assert "sealing.suites allows classical suites (hpke-x25519-hkdf-sha256-aes256gcm)" in capsys.readouterr().err
+
+
+def test_manifest_build_names_the_platform_its_workers_must_prove(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _serve_config(tmp_path, debug=False)
+    release_key = tmp_path / "release.pem"
+    main(["release-key", "init", "--path", str(release_key)])
+    capsys.readouterr()
+
+    def build(*flags: str) -> tuple[int, str]:
+        out = tmp_path / "manifest.json"
+        out.unlink(missing_ok=True)
+        code = main(
+            ["manifest", "build", "--config", str(config), "--release-key", str(release_key), "--out", str(out), *flags]
+        )
+        return code, capsys.readouterr().err
+
+    assert build()[0] == 0  # the config's own platform: simulated, and a warning that says so
+    assert load_manifest(tmp_path / "manifest.json").manifest.platforms.simulated
+    assert build("--platform", "simulated")[1].count("no hardware protects its workers") == 1
+
+    assert build("--platform", "emulated-sev-snp") == (0, "")
+    settings = AppSettings.model_validate(yaml.safe_load(config.read_text())["applications"][0]["args"])
+    code = dict(
+        make_attester(WorkerIdentity("w0", REGION, WorkerKeys.generate().public_keys), settings)
+        .attest(new_nonce())
+        .registers
+    )["code"]
+    emulated = load_manifest(tmp_path / "manifest.json").manifest.platforms
+    assert not emulated.simulated and emulated.tdx is None and emulated.sev_snp is not None
+    assert emulated.sev_snp.measurements == {emulated_launch_measurement(code)}
+
+    code_, err = build("--platform", "sev-snp")
+    assert code_ == 2 and "--snp-measurement" in err and not (tmp_path / "manifest.json").exists()
+    snp_flags = ["--platform", "sev-snp", "--snp-measurement", "AB" * 48]
+    assert build(*snp_flags, "--snp-min-tcb", "snp=22")[0] == 2  # which line's floor?
+    assert build(*snp_flags, "--snp-min-tcb", "Milan:snp=25")[0] == 2  # a line the release does not accept
+    assert build(*snp_flags, "--snp-min-tcb", "Genoa:snp=24") == (0, "")
+    snp = load_manifest(tmp_path / "manifest.json").manifest.platforms.sev_snp
+    assert snp is not None and snp.measurements == {"ab" * 48} and set(snp.min_tcb) == {"Genoa", "Turin"}
+    assert dict(snp.min_tcb["Genoa"]) == {**SNP_TCB_FLOORS["Genoa"], "snp": 24}
+    assert dict(snp.min_tcb["Turin"]) == SNP_TCB_FLOORS["Turin"]
+    code_, err = build(*snp_flags, "--snp-product", "Milan")
+    assert code_ == 0 and "accepts AMD Milan" in err
+    snp = load_manifest(tmp_path / "manifest.json").manifest.platforms.sev_snp
+    assert snp is not None and set(snp.min_tcb) == {"Milan"}
+
+    assert build("--platform", "tdx", "--tdx-rtmr", "0=aa")[0] == 2  # MRTD first
+    assert build("--platform", "tdx", "--tdx-mrtd", "cd" * 48, "--tdx-rtmr", "5=aa")[0] == 2
+    assert build("--platform", "tdx", "--tdx-mrtd", "cd" * 48, "--tdx-allow-status", "SWHardeningNeeded")[0] == 0
+    tdx = load_manifest(tmp_path / "manifest.json").manifest.platforms.tdx
+    assert tdx is not None and dict(tdx.measurements) == {"mrtd": {"cd" * 48}}
+    assert tdx.tcb_statuses == {"SWHardeningNeeded"}
 
 
 def test_manifest_build_reports_an_unknown_region(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

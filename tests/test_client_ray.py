@@ -17,17 +17,20 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from deployments.local import LocalApp
 from securechat.attestation import (
+    Platform,
+    create_root,
     load_manifest,
     load_release_key,
     new_nonce,
 )
-from securechat.client import ClientConfig, ReleaseNotLogged, SecureChatClient
+from securechat.attestation.sev_snp.emulator import emulated_launch_measurement
+from securechat.client import AttestationFailed, ClientConfig, ReleaseNotLogged, SecureChatClient
 from securechat.envelope import Envelope
 from securechat.keys import Suite
 from securechat.proxy.app import create_proxy_app
 from securechat.transparency import DEFAULT_ORIGIN, NoteSigner, ReleaseLog, SignatureType, SqliteLogStore
 from tests.client_harness import serve_asgi
-from tests.ray_harness import APP_ARGS, MAIN_REGION, pinned_client_config, platform_root_path
+from tests.ray_harness import APP_ARGS, MAIN_REGION, emulator_ark_path, pinned_client_config, platform_root_path
 
 pytestmark = pytest.mark.ray
 
@@ -44,6 +47,7 @@ def client_config(
         release="ray-test",
         base_url=ray_app.base_url,
         root_public_key_path=Path(f"{platform_root_path(securechat_cache_dir)}.pub"),
+        snp_ark_path=emulator_ark_path(securechat_cache_dir),
     )
 
 
@@ -89,6 +93,39 @@ def test_the_app_offers_only_post_quantum_keys(ray_app: LocalApp, client_config:
         assert client.complete("Hi", max_new_tokens=4).metrics["output_tokens"] == 4
     sent = json.loads(recording.sent[recording.sent.index(b'{"tenant_id"') :])
     assert set(dict(Envelope.from_dict(sent["envelope"]).header.wraps).values()) == {Suite.HPKE_MLKEM768_X25519}
+
+
+def test_workers_attest_on_the_emulated_snp_platform_through_the_production_verifier(
+    ray_app: LocalApp, client_config: ClientConfig, securechat_cache_dir: Path, tmp_path: Path
+) -> None:
+    """The Ray app runs on the emulated SEV-SNP platform: byte-exact reports, checked by the same verifier as
+    real ones, only the pinned ARK differs. Without that ARK, or with a manifest for another platform, refused."""
+    workers = httpx.get(f"{ray_app.base_url}/v1/workers", timeout=10).json()["regions"][MAIN_REGION]
+    assert {worker["platform"] for worker in workers} == {"emulated-sev-snp"}
+    with SecureChatClient(client_config) as client:
+        report = client.attest()
+    code = load_manifest(client_config.manifest_path).manifest.registers["code"]
+    assert len(report.verified) == 2 and not report.refused
+    for worker in report.verified:
+        assert worker.claims is not None and worker.claims.platform is Platform.SEV_SNP
+        assert worker.claims.product == "Genoa" and worker.claims.signer == "vcek"
+        assert worker.claims.measurements["measurement"] == emulated_launch_measurement(next(iter(code)))
+    amd_only = replace(client_config, snp_ark_paths=())
+    with pytest.raises(AttestationFailed) as unpinned:
+        SecureChatClient(amd_only).attest()
+    assert set(unpinned.value.reasons) == {"wrong_root"}
+    create_root(tmp_path / "root.pem")
+    simulated_only = pinned_client_config(
+        tmp_path,
+        args={**APP_ARGS, "attestation": {"platform": "simulated"}},
+        region=MAIN_REGION,
+        release="simulated-only",
+        base_url=ray_app.base_url,
+        root_public_key_path=tmp_path / "root.pem.pub",
+    )
+    with pytest.raises(AttestationFailed) as other_platform:
+        SecureChatClient(simulated_only).attest()
+    assert set(other_platform.value.reasons) == {"platform_not_allowed"}
 
 
 @pytest.fixture

@@ -47,6 +47,7 @@ def test_cpu_profiles_run_with_the_embedded_model(path: Path) -> None:
     _, app = load(path)
     settings = AppSettings.model_validate(app["args"])
     assert settings.engine.model == "securechat/tiny-qwen2" and settings.engine.device == "cpu"
+    assert settings.attestation.platform == "simulated"  # no CPU profile claims hardware protection
     assert app["runtime_env"]["env_vars"]["HF_HUB_OFFLINE"] == "1"
     total_cpus = sum(d["num_replicas"] * d["ray_actor_options"]["num_cpus"] for d in app["deployments"])
     assert total_cpus <= 2  # fits a 2-core machine

@@ -264,7 +264,8 @@ def test_workers_endpoint_lists_state_without_secrets(stack: Any, key_sets: list
     assert [w["worker_id"] for w in body["regions"]["us-west-1"]] == ["w0", "w1"]
     assert body["regions"]["eu-west-1"] == []
     assert all(w["state"] == "READY" for w in body["regions"]["us-west-1"])
-    assert set(body["regions"]["us-west-1"][0]) == {"worker_id", "region", "state", "key_ids"}
+    assert set(body["regions"]["us-west-1"][0]) == {"worker_id", "region", "state", "platform", "key_ids"}
+    assert {w["platform"] for w in body["regions"]["us-west-1"]} == {"simulated"}  # says so: no hardware
 
 
 def test_mid_stream_loss_reaches_the_client_as_an_error_frame(stack: Any) -> None:
@@ -283,7 +284,7 @@ def test_attestation_endpoint_returns_documents_bound_to_the_nonce(tmp_path: Any
     workers = [
         EnclaveWorker(
             f"w{i}", "us-west-1", ScriptedEngine(), 8,
-            attester_factory=lambda identity: Attester(root, identity, {"code": "00" * 32}, key_ttl_s=600),
+            attester_factory=lambda identity: Attester.simulated(root, identity, {"code": "00" * 32}, key_ttl_s=600),
         )
         for i in range(2)
     ]  # fmt: skip

@@ -13,7 +13,7 @@ from securechat.client import ClientConfig, SecureChatClient
 from securechat.proxy import create_proxy_app
 from tests.browser_harness import Recorder, browser_page
 from tests.client_harness import serve_asgi
-from tests.ray_harness import APP_ARGS, MAIN_REGION, pinned_client_config, platform_root_path
+from tests.ray_harness import APP_ARGS, MAIN_REGION, emulator_ark_path, pinned_client_config, platform_root_path
 
 pytestmark = pytest.mark.ray
 
@@ -32,6 +32,7 @@ def client_config(
         release="ray-page-test",
         base_url=ray_app.base_url,
         root_public_key_path=Path(f"{platform_root_path(securechat_cache_dir)}.pub"),
+        snp_ark_path=emulator_ark_path(securechat_cache_dir),
     )
 
 

@@ -17,7 +17,7 @@ from securechat.client import ClientConfig, SecureChatClient
 from securechat.client.collections import DocumentFile
 from securechat.client.keyring import Keyring
 from tests.rag_harness import BREAD, TAXES, TRAINS
-from tests.ray_harness import APP_ARGS, BATCHED_REGION, pinned_client_config, platform_root_path
+from tests.ray_harness import APP_ARGS, BATCHED_REGION, emulator_ark_path, pinned_client_config, platform_root_path
 
 pytestmark = pytest.mark.ray
 
@@ -47,6 +47,7 @@ def config(ray_app: LocalApp, securechat_cache_dir: Path, tmp_path_factory: pyte
         release="ray-rag",
         base_url=ray_app.base_url,
         root_public_key_path=Path(f"{platform_root_path(securechat_cache_dir)}.pub"),
+        snp_ark_path=emulator_ark_path(securechat_cache_dir),
     )
     assert "embedder" in load_manifest(config.manifest_path).manifest.registers
     return config

@@ -1,13 +1,17 @@
-"""Simulated attestation: measure a worker, sign what it is, and let senders verify before they seal.
+"""Attestation: measure a worker, have its platform vouch for it, and let senders verify before they seal.
 
-Ray-free, like the rest of the core. See platform_root for the chain of trust and measurement for what each
-register covers.
+Ray-free, like the rest of the core. Each platform is a module behind one contract (``evidence``): the simulated
+one (``simulated``, with ``platform_root`` and ``certificate``), AMD SEV-SNP (``sev_snp``, with an emulated
+platform for development) and Intel TDX (``tdx``); ``configfs_tsm`` collects reports in a confidential VM.
+``binding`` says what a report vouches for, ``measurement`` what each register covers, ``manifest`` and
+``policy`` what a release accepts, ``verifier`` checks a document against them.
 """
 
 from securechat.attestation._keyfile import KeyFileError
 from securechat.attestation.certificate import AttestationKeyCertificate
 from securechat.attestation.document import AttestationDocument, Attester, issue_document
 from securechat.attestation.errors import AttestationError, AttestationFailure
+from securechat.attestation.evidence import Claims, EvidenceSource, EvidenceVerifier, Platform
 from securechat.attestation.manifest import (
     ReleaseManifest,
     SignedManifest,
@@ -37,6 +41,7 @@ from securechat.attestation.platform_root import (
     load_root_public,
     root_id,
 )
+from securechat.attestation.policy import SIMULATED_ONLY, PlatformPolicy, SnpPolicy, TdxPolicy
 from securechat.attestation.verifier import (
     AttestationVerifier,
     DocumentVerifier,
@@ -47,17 +52,25 @@ from securechat.attestation.verifier import (
 )
 
 __all__ = [
+    "SIMULATED_ONLY",
     "AttestationDocument",
     "AttestationError",
     "AttestationFailure",
     "AttestationKeyCertificate",
     "AttestationVerifier",
     "Attester",
+    "Claims",
     "DocumentVerifier",
+    "EvidenceSource",
+    "EvidenceVerifier",
     "KeyFileError",
+    "Platform",
+    "PlatformPolicy",
     "Refusal",
     "ReleaseManifest",
     "SignedManifest",
+    "SnpPolicy",
+    "TdxPolicy",
     "VerificationReport",
     "VerifiedWorker",
     "build_manifest",

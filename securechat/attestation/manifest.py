@@ -7,7 +7,9 @@ The release key is a separate key from the platform root: who may ship code is n
 
 It also names the suites clients may seal to (``securechat.suites``): a client seals only to a verified
 worker's key of one of them and refuses a worker that offers none (``no_allowed_suite``), so a host cannot
-talk a client down to a classical key by offering only that.
+talk a client down to a classical key by offering only that. And it names the platforms whose evidence it
+accepts, with their launch measurements and minimum TCB (``policy.py``): a manifest that lists only hardware
+platforms refuses the simulated one, whatever the host offers.
 """
 
 from __future__ import annotations
@@ -38,18 +40,19 @@ from securechat.attestation._canonical import (
 from securechat.attestation._keyfile import create_key_file, load_private_key, load_public_key
 from securechat.attestation.certificate import ED25519_SIGNATURE_BYTES
 from securechat.attestation.measurement import MAX_REGISTERS, REGISTER_HEX, measure_worker
+from securechat.attestation.policy import SIMULATED_ONLY, PlatformPolicy
 from securechat.envelope import is_valid_id
 from securechat.suites import DEFAULT_SUITES, Suite
 
-# 2: names the suites clients may seal to (1: none; every suite a worker offered was accepted).
-MANIFEST_VERSION: Final = 2
+# 3: names the platforms it accepts and their policies; 2: the suites clients may seal to; 1: registers only.
+MANIFEST_VERSION: Final = 3
 MAX_VALUES_PER_REGISTER: Final = 64
 MAX_MANIFEST_BYTES: Final = 1 << 20
 RELEASE_KEY_ENV: Final = "SECURECHAT_RELEASE_KEY"
 DEFAULT_RELEASE_KEY_PATH: Final = Path("~/.config/securechat/release-key.pem")
 
 _DOMAIN: Final = b"securechat-release-manifest-v1"
-_FIELDS: Final = frozenset({"version", "name", "release", "created_at", "registers", "suites"})
+_FIELDS: Final = frozenset({"version", "name", "release", "created_at", "registers", "suites", "platforms"})
 _SIGNED_FIELDS: Final = frozenset({"manifest", "signature"})
 
 
@@ -60,6 +63,7 @@ class ReleaseManifest:
     registers: Mapping[str, AbstractSet[str]]  # register name -> accepted hex values (stored as frozensets)
     created_at: int  # unix seconds
     suites: tuple[Suite, ...] = DEFAULT_SUITES  # what clients may seal to, in the order the release prefers
+    platforms: PlatformPolicy = SIMULATED_ONLY  # whose evidence is accepted, and what it must show
 
     def __post_init__(self) -> None:
         if not is_valid_id(self.name) or not is_valid_id(self.release) or not 0 < len(self.registers) <= MAX_REGISTERS:
@@ -84,7 +88,8 @@ class ReleaseManifest:
             name: self.registers.get(name, frozenset()) | other.registers.get(name, frozenset()) for name in names
         }
         suites = (*self.suites, *(suite for suite in other.suites if suite not in self.suites))
-        return ReleaseManifest(self.name, release, merged, int(time.time() if now is None else now), suites)
+        created_at = int(time.time() if now is None else now)
+        return ReleaseManifest(self.name, release, merged, created_at, suites, self.platforms.union(other.platforms))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +99,7 @@ class ReleaseManifest:
             "created_at": self.created_at,
             "registers": {name: sorted(values) for name, values in self.registers.items()},
             "suites": [suite.value for suite in self.suites],
+            "platforms": self.platforms.to_dict(),
         }
 
     @classmethod
@@ -101,7 +107,7 @@ class ReleaseManifest:
         if isinstance(data, Mapping) and data.get("version") != MANIFEST_VERSION:
             raise ValueError(
                 f"unsupported manifest version (this release reads version {MANIFEST_VERSION}, which names the"
-                " suites clients may seal to): rebuild it with `securechat manifest build`"
+                " suites clients may seal to and the platforms it accepts): rebuild it with `securechat manifest build`"
             )
         fields = exact_keys(data, _FIELDS)
         read_int(fields["version"])
@@ -111,6 +117,7 @@ class ReleaseManifest:
             _read_registers(fields["registers"]),
             read_int(fields["created_at"]),
             _read_suites(fields["suites"]),
+            PlatformPolicy.from_dict(fields["platforms"]),
         )
 
 
@@ -174,10 +181,11 @@ def build_manifest(
     model_dir: Path,
     now: float | None = None,
     suites: Sequence[Suite] = DEFAULT_SUITES,
+    platforms: PlatformPolicy = SIMULATED_ONLY,
 ) -> ReleaseManifest:
     """A manifest that accepts exactly the current code, runtime config and model files."""
     registers = measure_worker(package_dir, config, model_dir)
-    return manifest_for_registers(name, release, registers, now=now, suites=suites)
+    return manifest_for_registers(name, release, registers, now=now, suites=suites, platforms=platforms)
 
 
 def manifest_for_registers(
@@ -187,10 +195,13 @@ def manifest_for_registers(
     *,
     now: float | None = None,
     suites: Sequence[Suite] = DEFAULT_SUITES,
+    platforms: PlatformPolicy = SIMULATED_ONLY,
 ) -> ReleaseManifest:
-    """A manifest that accepts exactly these measured register values, sealed to with ``suites``."""
+    """A manifest that accepts exactly these measured register values, sealed to with ``suites``, on
+    ``platforms``."""
     allowed = {register: frozenset({value}) for register, value in registers.items()}
-    return ReleaseManifest(name, release, allowed, int(time.time() if now is None else now), tuple(suites))
+    created_at = int(time.time() if now is None else now)
+    return ReleaseManifest(name, release, allowed, created_at, tuple(suites), platforms)
 
 
 def sign_manifest(manifest: ReleaseManifest, release_key: ed25519.Ed25519PrivateKey) -> SignedManifest:

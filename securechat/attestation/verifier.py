@@ -1,8 +1,12 @@
 """Verify before you send: check an attestation document, then hand back only keys that passed.
 
 Checks run in a fixed order (the order of ``AttestationFailure``), each refusing with its own reason, so an
-operator reading ``attestation refused: stale`` knows what to fix. Nothing is trusted before the signature
-chain verifies; the manifest's signature is checked before any register is compared with it.
+operator reading ``attestation refused: stale`` knows what to fix: the platform must be one the manifest
+accepts; its evidence must verify against the roots pinned for that platform (``EvidenceVerifier``) and carry
+exactly this document's report data (so the nonce, the keys and the registers are the ones the platform
+vouched for); then the release's policy: launch measurements and TCB, registers, debug off, key expiry, and a
+key of a suite the manifest allows. Nothing is trusted before the evidence verifies; the manifest's signature
+is checked before any measurement or register is compared with it.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from securechat.attestation._canonical import read_hex
 from securechat.attestation.document import NONCE_MAX_HEX, NONCE_MIN_HEX, AttestationDocument
 from securechat.attestation.errors import AttestationError, AttestationFailure
+from securechat.attestation.evidence import Claims, EvidenceVerifier, Platform
 from securechat.attestation.manifest import SignedManifest
-from securechat.attestation.platform_root import root_id
+from securechat.attestation.simulated import SimulatedVerifier
 from securechat.keys import RecipientKey, Suite, key_id_for, preferred_key
 from securechat.logs import get_logger, log_event
 
@@ -42,8 +47,13 @@ def new_nonce() -> str:
 class VerifiedWorker:
     worker_id: str
     keys: tuple[RecipientKey, ...]  # only keys of suites the pinned manifest allows
-    expires_at: int  # unix seconds: the earlier of key expiry and certificate expiry; refetch before then
+    expires_at: int  # unix seconds: the earlier of key expiry and the evidence's validity; refetch before then
     registers: Mapping[str, str]
+    claims: Claims | None = None  # what the platform's evidence proved (platform, measurements, TCB)
+
+    @property
+    def platform(self) -> Platform:
+        return Platform.SIMULATED if self.claims is None else self.claims.platform
 
     def key_for(self, suites: Sequence[Suite]) -> RecipientKey | None:
         """The key to seal to: of ``suites``, the earliest this worker offers (None: none of them)."""
@@ -76,20 +86,30 @@ class DocumentVerifier(Protocol):
 
 
 class AttestationVerifier:
+    """Documents against a pinned manifest and the roots pinned for each platform.
+
+    ``pinned_root_public_key`` is the simulated platform's root (None: no simulated evidence can verify);
+    ``evidence_verifiers`` adds the hardware platforms (``hardware_verifiers()``: AMD's and Intel's pinned
+    roots). A platform without a verifier here is refused as ``wrong_root``; one the manifest does not list, as
+    ``platform_not_allowed``.
+    """
+
     def __init__(
         self,
-        pinned_root_public_key: ed25519.Ed25519PublicKey,
+        pinned_root_public_key: ed25519.Ed25519PublicKey | None,
         manifest: SignedManifest,
         release_public_key: ed25519.Ed25519PublicKey,
         *,
         max_age_s: float = DEFAULT_MAX_AGE_S,
         max_skew_s: float = DEFAULT_MAX_SKEW_S,
         clock: Callable[[], float] = time.time,
+        evidence_verifiers: Mapping[Platform, EvidenceVerifier] | None = None,
     ) -> None:
         if max_age_s <= 0 or max_skew_s < 0:
             raise ValueError("max_age_s must be positive and max_skew_s non-negative")
-        self._root = pinned_root_public_key
-        self._root_id = root_id(pinned_root_public_key)
+        self._verifiers: dict[Platform, EvidenceVerifier] = dict(evidence_verifiers or {})
+        if pinned_root_public_key is not None:
+            self._verifiers[Platform.SIMULATED] = SimulatedVerifier(pinned_root_public_key, max_skew_s=max_skew_s)
         self._manifest = manifest
         # The manifest is frozen, so its signature is checked once; verify() still refuses at its turn.
         self._manifest_ok = manifest.verify(release_public_key)
@@ -115,7 +135,13 @@ class AttestationVerifier:
         except AttestationError as exc:
             self._log_refusal(exc, parsed.worker_id)
             raise
-        log_event(logger, "worker_attested", worker_id=worker.worker_id, num_keys=len(worker.keys))
+        log_event(
+            logger,
+            "worker_attested",
+            worker_id=worker.worker_id,
+            num_keys=len(worker.keys),
+            platform=worker.platform.value,
+        )
         return worker
 
     def verify_all(self, documents: Iterable[Mapping[str, Any]], nonce: str) -> VerificationReport:
@@ -130,17 +156,32 @@ class AttestationVerifier:
         return VerificationReport(tuple(verified), tuple(refused))
 
     def _check(self, document: AttestationDocument, expected_nonce: str, now: float) -> VerifiedWorker:
-        self._check_chain(document, now)
+        policy = self._manifest.manifest.platforms
+        if not policy.allows(document.platform):
+            raise AttestationError(AttestationFailure.PLATFORM_NOT_ALLOWED)
+        verifier = self._verifiers.get(document.platform)
+        if verifier is None:  # a platform whose roots this client does not pin
+            raise AttestationError(AttestationFailure.WRONG_ROOT)
+        claims = verifier.verify(document.evidence, now)
+        if claims.platform is not document.platform:
+            raise AttestationError(AttestationFailure.MALFORMED)
+        # The simulated platform endorses its attestation key for one worker id; a real key speaking for
+        # another worker is refused here (hardware evidence is bound to the worker id through the report data).
+        if claims.worker_id is not None and claims.worker_id != document.worker_id:
+            raise AttestationError(AttestationFailure.CERTIFICATE_SUBJECT)
         if not hmac.compare_digest(document.nonce, expected_nonce):
             raise AttestationError(AttestationFailure.NONCE_MISMATCH)
+        if not hmac.compare_digest(claims.report_data, document.report_data()):
+            raise AttestationError(AttestationFailure.REPORT_DATA_MISMATCH)
         if document.timestamp > now + self._max_skew_s:
             raise AttestationError(AttestationFailure.FROM_FUTURE)
         if now - document.timestamp > self._max_age_s:
             raise AttestationError(AttestationFailure.STALE)
         if not self._manifest_ok:
             raise AttestationError(AttestationFailure.MANIFEST_SIGNATURE)
+        policy.check(claims)
         self._check_registers(document)
-        if document.debug:
+        if claims.debug:
             raise AttestationError(AttestationFailure.DEBUG_ENABLED)
         if document.key_expiry <= now:
             raise AttestationError(AttestationFailure.KEY_EXPIRED)
@@ -152,31 +193,16 @@ class AttestationVerifier:
         keys = tuple(key for key in document.public_keys if key.suite in allowed)
         if not keys:
             raise AttestationError(AttestationFailure.NO_ALLOWED_SUITE)
+        valid_until = (
+            document.key_expiry if claims.valid_until is None else min(document.key_expiry, claims.valid_until)
+        )
         return VerifiedWorker(
             worker_id=document.worker_id,
             keys=keys,
-            expires_at=min(document.key_expiry, document.certificate.not_after),
+            expires_at=valid_until,
             registers=document.registers,
+            claims=claims,
         )
-
-    def _check_chain(self, document: AttestationDocument, now: float) -> None:
-        cert = document.certificate
-        if not hmac.compare_digest(cert.issuer, self._root_id):
-            raise AttestationError(AttestationFailure.WRONG_ROOT)
-        if not cert.verify_issued_by(self._root):
-            raise AttestationError(AttestationFailure.BAD_SIGNATURE)
-        try:
-            attestation_key = cert.attestation_key()
-        except ValueError:
-            raise AttestationError(AttestationFailure.BAD_SIGNATURE) from None
-        if not document.verify_signature(attestation_key):
-            raise AttestationError(AttestationFailure.BAD_SIGNATURE)
-        # After the document signature, so a tampered worker_id reads as bad_signature; this catches a real
-        # attestation key speaking for a worker it was not endorsed for.
-        if cert.subject != document.worker_id:
-            raise AttestationError(AttestationFailure.CERTIFICATE_SUBJECT)
-        if not cert.not_before - self._max_skew_s <= now <= cert.not_after:
-            raise AttestationError(AttestationFailure.CERTIFICATE_EXPIRED)
 
     def _check_registers(self, document: AttestationDocument) -> None:
         # Every register the manifest names must be present and allowed, and a register the manifest does not

@@ -7,6 +7,7 @@ with SecureChatClient(ClientConfig.from_env(tenant_id="tenant1")) as client:
         print(piece, end="", flush=True)
 """
 
+from securechat.attestation.offline import snp_evidence_from_files, tdx_evidence_from_files, verify_evidence
 from securechat.client.config import ClientConfig
 from securechat.client.errors import AttestationFailed, ClientError, ConfigError, ReleaseNotLogged, ServiceError
 from securechat.client.messages import Prompt, Sampling
@@ -29,4 +30,7 @@ __all__ = [
     "Sampling",
     "SecureChatClient",
     "ServiceError",
+    "snp_evidence_from_files",
+    "tdx_evidence_from_files",
+    "verify_evidence",
 ]

@@ -7,14 +7,24 @@ The API key is read from the environment or a file, never from argv (other local
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from securechat.attestation import VerificationReport
+from securechat.attestation import (
+    AttestationError,
+    KeyFileError,
+    Platform,
+    VerificationReport,
+    load_manifest,
+    load_release_public,
+)
+from securechat.attestation.offline import snp_evidence_from_files, tdx_evidence_from_files, verify_evidence
 from securechat.client.config import ClientConfig
-from securechat.client.errors import AttestationFailed, ClientError, describe_refusal
+from securechat.client.errors import AttestationFailed, ClientError, ConfigError, describe_refusal
 from securechat.client.keyring import Keyring
 from securechat.client.sdk import SecureChatClient
 from securechat.errors import InvalidCiphertext
@@ -57,6 +67,12 @@ def client_options() -> argparse.ArgumentParser:
     )
     group.add_argument("--log-state", type=Path, help="the newest accepted checkpoint (default: $SECURECHAT_LOG_STATE)")
     group.add_argument(
+        "--snp-ark",
+        type=Path,
+        action="append",
+        help="an extra SEV-SNP ARK to trust beside AMD's (repeatable): an emulated platform's ark.der, for development",
+    )
+    group.add_argument(
         "--suite",
         choices=sorted(_SUITES),
         action="append",
@@ -92,6 +108,7 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         witness_vkey_paths=tuple(args.witness_vkey_file) if args.witness_vkey_file else None,
         min_witnesses=args.min_witnesses,
         log_state_path=args.log_state,
+        snp_ark_paths=tuple(args.snp_ark) if args.snp_ark else None,
     )
 
 
@@ -161,12 +178,77 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_attest_verify(args: argparse.Namespace) -> int:
+    """Verify one machine's raw evidence offline; print the verdict, the reason and the claims as JSON."""
+    platform = Platform(args.platform)
+    try:
+        if platform is Platform.SEV_SNP:
+            if args.vcek is None:
+                raise ConfigError("--vcek is needed for SEV-SNP evidence (the VCEK or VLEK that signed it)")
+            evidence = snp_evidence_from_files(args.evidence, args.vcek, args.chain)
+        else:
+            if args.collateral is None:
+                raise ConfigError("--collateral is needed for a TDX quote (Intel's collateral, dcap-qvl's JSON)")
+            evidence = tdx_evidence_from_files(args.evidence, args.collateral)
+        policy = None
+        if args.manifest is not None:
+            signed = load_manifest(args.manifest)
+            if args.release_pub is not None and not signed.verify(load_release_public(args.release_pub)):
+                raise ConfigError(f"{args.manifest} is not signed by the release key {args.release_pub}")
+            policy = signed.manifest.platforms
+        report_data = bytes.fromhex(args.report_data) if args.report_data else None
+        at = _parse_time(args.at)
+    except (OSError, ValueError, KeyFileError) as error:
+        raise ConfigError(f"cannot read the evidence or its inputs: {error}") from None
+    try:
+        claims = verify_evidence(
+            platform, evidence, at=at, snp_arks=args.snp_ark or (), policy=policy, report_data=report_data
+        )
+    except AttestationError as refused:
+        print(json.dumps({"verdict": "refused", "reason": refused.reason.value, "claims": None}, indent=1))
+        return 1
+    print(json.dumps({"verdict": "verified", "reason": None, "claims": claims.to_dict()}, indent=1))
+    return 0
+
+
+def _parse_time(value: str | None) -> float:
+    """Unix seconds or an ISO 8601 time (UTC unless it says otherwise); now when absent."""
+    if value is None:
+        return time.time()
+    if value.replace(".", "", 1).isdigit():
+        return float(value)
+    parsed = datetime.fromisoformat(value)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
 def add_client_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     options = client_options()
     attest = subparsers.add_parser(
-        "attest", parents=[options], help="verify the region's workers and print each verdict (exit 1 if none pass)"
+        "attest",
+        parents=[options],
+        help="verify the region's workers and print each verdict (exit 1 if none pass); "
+        "`attest verify` checks one machine's raw evidence offline",
     )
     attest.set_defaults(command=_cmd_attest)
+    actions = attest.add_subparsers(dest="attest_action", metavar="ACTION")
+    verify = actions.add_parser(
+        "verify",
+        help="verify an SEV-SNP report or TDX quote offline against AMD's or Intel's roots; JSON out, exit 0 only "
+        "when it verifies",
+    )
+    verify.add_argument("--evidence", type=Path, required=True, help="the raw SNP report (1,184 bytes) or TDX quote")
+    verify.add_argument("--platform", choices=["sev-snp", "tdx"], default="sev-snp", help="(default: sev-snp)")
+    verify.add_argument("--vcek", type=Path, help="sev-snp: the VCEK or VLEK that signed the report (DER or PEM)")
+    verify.add_argument("--chain", type=Path, help="sev-snp: a PEM with the ASK/ASVK (the ARK is always AMD's own)")
+    verify.add_argument("--collateral", type=Path, help="tdx: Intel's collateral (dcap-qvl's JSON)")
+    verify.add_argument("--at", help="verification time: unix seconds or ISO 8601 (default: now)")
+    verify.add_argument("--manifest", type=Path, help="a release manifest whose platform policy the claims must meet")
+    verify.add_argument("--release-pub", type=Path, help="check --manifest's signature with this release key")
+    verify.add_argument("--report-data", help="the 64 bytes (hex) the evidence must carry")
+    verify.add_argument(
+        "--snp-ark", type=Path, action="append", help="an extra ARK to trust (an emulated platform's; repeatable)"
+    )
+    verify.set_defaults(command=_cmd_attest_verify)
 
     chat = subparsers.add_parser(
         "chat", parents=[options], help="verify, seal a prompt, and stream the decrypted answer to stdout"

@@ -55,6 +55,7 @@ class ServiceSession(Protocol):
         on_final: Callable[[FinalEvent], None] | None = None,
     ) -> CompletionStream: ...
 
+
 MAX_DELETE_ATTEMPTS: Final = 8  # each retry follows another writer that moved the collection on first
 MEDIA_TYPES_BY_SUFFIX: Final = {
     ".txt": "text/plain",

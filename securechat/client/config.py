@@ -68,6 +68,8 @@ class ClientConfig:
     root_public_key_path: Path = field(default_factory=default_root_public_key_path)
     release_public_key_path: Path = field(default_factory=default_release_public_key_path)
     manifest_path: Path = DEFAULT_MANIFEST_PATH
+    # Extra SEV-SNP ARKs to trust beside AMD's (an emulated platform's ark.der, for development).
+    snp_ark_paths: tuple[Path, ...] = ()
     # The suites this client seals with, in order of preference; it uses only those the pinned manifest allows
     # too. The default, the post-quantum hybrid alone, refuses a worker that offers only a classical key.
     suites: tuple[Suite, ...] = DEFAULT_SUITES
@@ -97,6 +99,7 @@ class ClientConfig:
         if self.log_vkey_path is not None:
             object.__setattr__(self, "log_vkey_path", Path(self.log_vkey_path).expanduser())
         object.__setattr__(self, "witness_vkey_paths", tuple(Path(p).expanduser() for p in self.witness_vkey_paths))
+        object.__setattr__(self, "snp_ark_paths", tuple(Path(p).expanduser() for p in self.snp_ark_paths))
         if self.witness_vkey_paths and self.log_vkey_path is None:
             raise ConfigError("witness keys are pinned but no release log key: pin the log's key as well")
         if self.min_witnesses is not None and not 0 <= self.min_witnesses <= len(self.witness_vkey_paths):

@@ -21,6 +21,8 @@ from securechat.attestation import (
     load_release_public,
     load_root_public,
 )
+from securechat.attestation.evidence import Platform
+from securechat.attestation.platforms import hardware_verifiers
 from securechat.client.config import ClientConfig
 from securechat.client.errors import AttestationFailed, ConfigError
 from securechat.keys import RecipientKey, Suite
@@ -32,11 +34,10 @@ MAX_DOCUMENTS = 1024
 
 
 def load_verifier(config: ClientConfig) -> AttestationVerifier:
-    """The verifier for the pinned trust files; a missing or broken file is a ConfigError naming which one."""
-    try:
-        root = load_root_public(config.root_public_key_path)
-    except KeyFileError as exc:
-        raise ConfigError(f"pinned root public key {config.root_public_key_path}: {exc}") from None
+    """The verifier for the pinned trust files; a missing or broken file is a ConfigError naming which one.
+
+    The simulated platform's root is read only when the pinned manifest accepts that platform; hardware
+    evidence is checked against AMD's and Intel's roots shipped in the package (and ``snp_ark_paths``)."""
     try:
         release = load_release_public(config.release_public_key_path)
     except KeyFileError as exc:
@@ -49,7 +50,17 @@ def load_verifier(config: ClientConfig) -> AttestationVerifier:
         raise ConfigError(f"release manifest {config.manifest_path}: {exc}") from None
     if not manifest.verify(release):
         raise ConfigError(f"release manifest {config.manifest_path} is not signed by the pinned release key")
-    return AttestationVerifier(root, manifest, release, max_age_s=config.max_age_s)
+    root = None
+    if manifest.manifest.platforms.allows(Platform.SIMULATED):
+        try:
+            root = load_root_public(config.root_public_key_path)
+        except KeyFileError as exc:
+            raise ConfigError(f"pinned root public key {config.root_public_key_path}: {exc}") from None
+    try:
+        hardware = hardware_verifiers(config.snp_ark_paths)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"pinned SEV-SNP ARK: {exc}") from None
+    return AttestationVerifier(root, manifest, release, max_age_s=config.max_age_s, evidence_verifiers=hardware)
 
 
 def load_release_verifier(config: ClientConfig) -> ReleaseVerifier | None:

@@ -210,7 +210,7 @@ def create_app() -> FastAPI:
 
     @app.get("/v1/workers")
     async def workers(request: Request) -> dict[str, Any]:
-        """Each region's live workers: id, state, key ids. No secrets."""
+        """Each region's live workers: id, state, platform (what attests it), key ids. No secrets."""
         service = _service(request)
         regions: dict[str, list[dict[str, Any]]] = {}
         for region in service.settings.region_names:
@@ -220,6 +220,7 @@ def create_app() -> FastAPI:
                     "worker_id": w["worker_id"],
                     "region": w["region"],
                     "state": w.get("state"),
+                    "platform": w.get("platform"),
                     "key_ids": [key["key_id"] for key in w["keys"]],
                 }
                 for w in described

@@ -107,6 +107,7 @@ def verification_body(report: VerificationReport, ok: bool, sdk: SecureChatClien
                 "registers": dict(sorted(worker.registers.items())),
                 "keys": [{"key_id": key.key_id, "suite": key.suite.value} for key in worker.keys],
                 "sealed_with": _sealed_with(worker, config.suites),
+                "platform": _platform(worker),
             }
             for worker in report.verified
         ],
@@ -125,6 +126,20 @@ def verification_body(report: VerificationReport, ok: bool, sdk: SecureChatClien
 def _sealed_with(worker: VerifiedWorker, suites: Sequence[Suite]) -> dict[str, Any] | None:
     key = worker.key_for(suites)
     return None if key is None else {"suite": key.suite.value, "post_quantum": key.suite.post_quantum}
+
+
+def _platform(worker: VerifiedWorker) -> dict[str, Any]:
+    """What vouched for the worker: the platform, and whether that is hardware at all."""
+    claims = worker.claims
+    if claims is None or not claims.platform.hardware:
+        return {"name": "simulated", "hardware": False}
+    return {
+        "name": claims.platform.value,
+        "hardware": True,
+        "product": claims.product,
+        "signer": claims.signer,
+        "measurements": dict(claims.measurements),
+    }
 
 
 def release_log_entry(sdk: SecureChatClient) -> dict[str, Any] | None:

@@ -69,6 +69,16 @@ function renderReport(report) {
       ? `sealed with ${sealed.suite} (${sealed.post_quantum ? "post-quantum hybrid" : "classical"})`
       : "no key of a suite this client seals with";
     item.append(el("div", "detail sealing", sealing));
+    const platform = worker.platform;
+    item.append(
+      el(
+        "div",
+        "detail platform",
+        platform.hardware
+          ? `attested by ${platform.name} (${platform.product}, ${platform.signer})`
+          : "attested by the simulated platform: no hardware protection (development only)",
+      ),
+    );
     const registers = el("dl", "registers");
     for (const [name, value] of Object.entries(worker.registers)) {
       registers.append(el("dt", "", name), el("dd", "", value));
