@@ -22,19 +22,28 @@ from securechat.engine.base import EngineError, GenerationStats, TextChunk
 
 @dataclass(frozen=True, slots=True)
 class Flush:
-    text: str = field(repr=False)
+    chunks: tuple[TextChunk, ...] = field(default=(), repr=False)  # what the engine made since the last flush
     stats: GenerationStats | None = None  # set on the last flush only
+
+    @property
+    def text(self) -> str:
+        """The text of every chunk (a plain answer's: one choice)."""
+        return "".join(chunk.text for chunk in self.chunks)
 
 
 @dataclass(slots=True)
 class _Pumped:
-    pieces: list[str] = field(default_factory=list)
+    pieces: list[TextChunk] = field(default_factory=list)
     stats: GenerationStats | None = None
 
-    def take(self) -> str:
-        text = "".join(self.pieces)
+    def take(self) -> tuple[TextChunk, ...]:
+        chunks = tuple(self.pieces)
         self.pieces.clear()
-        return text
+        return chunks
+
+
+def _shows_something(chunk: TextChunk) -> bool:
+    return bool(chunk.text or chunk.logprobs or chunk.finish_reason)
 
 
 async def paced(
@@ -49,9 +58,9 @@ async def paced(
     async def pump() -> None:
         try:
             async for chunk in chunks:
-                if chunk.text:
-                    pumped.pieces.append(chunk.text)
-                    if not first_text.done():
+                if _shows_something(chunk):
+                    pumped.pieces.append(chunk)
+                    if not first_text.done() and chunk.text:
                         first_text.set_result(None)
                 if chunk.stats is not None:
                     pumped.stats = chunk.stats
@@ -75,9 +84,9 @@ async def paced(
                     await asyncio.wait([task], timeout=delay)  # wakes at the tick, or when the engine ends
                 if task.done():
                     break
-                text = pumped.take()
-                if text or constant_rate:
-                    yield Flush(text)
+                taken = pumped.take()
+                if taken or constant_rate:
+                    yield Flush(taken)
                 # A fixed cadence; after a stall (a slow consumer), the clock restarts instead of catching up.
                 next_tick += flush_interval_s
                 if next_tick <= loop.time():

@@ -20,10 +20,12 @@ final frame another (8 bytes more)::
     plaintext = kind:u8 | length:u16 BE | body (length bytes) | zero padding up to frame_bytes
 
 ``kind`` TEXT carries UTF-8 answer text (split only at character boundaries; text beyond one frame continues in
-the next); ``kind`` TRAILER carries the JSON trailer {"metrics": {...}, "error": code | null, "usage":
-{"input_tokens", "output_tokens"}, ...}: numbers for the client (the exact token counts among them), an
-optional error code, and what a mode adds (a RAG answer's "citations", a search's "result"); it ends in the
-final frame and may begin in data frames before it.
+the next); ``kind`` EVENTS carries an extended answer's deltas (``securechat.deltas``: several choices, log
+probabilities, tool calls), newline-delimited JSON split anywhere across frames; ``kind`` TRAILER carries the
+JSON trailer {"metrics": {...}, "error": code | null, "usage": {"input_tokens", "output_tokens"}, ...}:
+numbers for the client (the exact token counts among them), an optional error code, and what a mode adds (a
+RAG answer's "citations", a search's "result", a refused request's "detail"); it ends in the final frame and
+may begin in data frames before it.
 Padding is inside the AEAD, so it is authenticated; readers refuse non-zero padding and frames of another size.
 
 response_key = HKDF-SHA256(DEK, salt=run salt, info="securechat/v2/response" | request_id). Counter nonces
@@ -45,6 +47,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from securechat.deltas import Delta, encode_deltas
 from securechat.errors import ErrorCode, InvalidCiphertext
 
 DATA_FRAME: Final = 0x01
@@ -56,6 +59,7 @@ TAG_BYTES: Final = 16
 
 KIND_TEXT: Final = 0x01
 KIND_TRAILER: Final = 0x02
+KIND_EVENTS: Final = 0x03
 _RECORD_HEADER = struct.Struct(">BH")  # kind, body length
 _DATA_PREFIX = struct.Struct(">BI")  # type, seq
 _FINAL_PREFIX = struct.Struct(">BIII")  # type, seq, input_tokens, output_tokens
@@ -167,6 +171,12 @@ class ResponseSealer:
         """One frame per ``frame_bytes`` of text (at least one: empty text gives one all-padding frame)."""
         return [self._seal(KIND_TEXT, piece, None) for piece in split_utf8(text.encode(), self._capacity)]
 
+    def seal_deltas(self, deltas: list[Delta]) -> list[bytes]:
+        """An extended answer's deltas, one frame per ``frame_bytes`` of their JSON lines (at least one)."""
+        raw = encode_deltas(deltas)
+        pieces = [raw[i : i + self._capacity] for i in range(0, len(raw), self._capacity)] or [b""]
+        return [self._seal(KIND_EVENTS, piece, None) for piece in pieces]
+
     def seal_final(
         self,
         metrics: dict[str, Any],
@@ -226,6 +236,13 @@ class TextEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class DeltasEvent:
+    """The deltas an EVENTS frame completed (none when it holds only the start of a line, or padding)."""
+
+    deltas: tuple[Delta, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class TrailerPartEvent:
     """A data frame holding the start of a long trailer; the final frame completes it. Nothing for the reader."""
 
@@ -247,7 +264,7 @@ class ErrorEvent:
     request_id: str | None = None
 
 
-ResponseEvent = StartEvent | TextEvent | TrailerPartEvent | FinalEvent | ErrorEvent
+ResponseEvent = StartEvent | TextEvent | DeltasEvent | TrailerPartEvent | FinalEvent | ErrorEvent
 
 
 class ResponseOpener:
@@ -260,6 +277,7 @@ class ResponseOpener:
         self._next_seq = 0
         self._frame_bytes: int | None = None  # fixed by the first sealed frame; every later one must match
         self._trailer = bytearray()
+        self._events = bytearray()  # an EVENTS line not yet complete
         self._finished = False
 
     @classmethod
@@ -303,7 +321,9 @@ class ResponseOpener:
                 return TextEvent(body.decode("utf-8"))
             except UnicodeDecodeError:
                 raise InvalidCiphertext() from None
-        if record_kind != KIND_TRAILER:
+        if record_kind == KIND_EVENTS and not final and not self._trailer:
+            return self._deltas(body)
+        if record_kind != KIND_TRAILER or self._events:  # a trailer never starts inside an EVENTS line
             raise InvalidCiphertext()
         self._trailer += body
         if not final:
@@ -319,6 +339,15 @@ class ResponseOpener:
         except (ValueError, TypeError, AttributeError, KeyError):
             raise InvalidCiphertext() from None
         return FinalEvent(metrics=metrics, error=trailer.get("error"), usage=usage, extra=extra, billed=billed)
+
+    def _deltas(self, body: bytes) -> DeltasEvent:
+        self._events += body
+        *lines, rest = bytes(self._events).split(b"\n")
+        self._events = bytearray(rest)
+        try:
+            return DeltasEvent(tuple(Delta.from_json(json.loads(line)) for line in lines))
+        except (ValueError, TypeError):
+            raise InvalidCiphertext() from None
 
     def finish(self) -> None:
         """Call at end of input: a stream without its final frame was truncated."""

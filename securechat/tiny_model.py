@@ -29,7 +29,7 @@ __all__ = [
 
 TINY_MODEL_NAME: Final = "securechat/tiny-qwen2"
 # Bump the suffix whenever the built bytes change, so old caches are never mistaken for the new model.
-_MODEL_DIR_NAME: Final = "tiny-qwen2-v1"
+_MODEL_DIR_NAME: Final = "tiny-qwen2-v2"
 _CACHE_ENV: Final = "SECURECHAT_CACHE_DIR"
 _SEED: Final = 1234
 _VOCAB_SIZE: Final = 768
@@ -47,15 +47,45 @@ IM_END: Final = "<|im_end|>"
 # Same order as Qwen2.5 (151643, 151644, 151645), here as ids 0, 1, 2.
 _SPECIAL_TOKENS: Final = (ENDOFTEXT, IM_START, IM_END)
 
-# Qwen2.5's ChatML template without the tool-calling branches.
+# Qwen2.5's ChatML format, tools included: the tools listed in the system turn, an assistant's calls as
+# <tool_call> blocks of {"name", "arguments"}, tool results as <tool_response> blocks in a user turn.
 CHAT_TEMPLATE: Final = """\
-{%- if messages and messages[0]['role'] == 'system' %}
-    {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}
-{%- else %}
-    {{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}
+{%- set has_system = messages and messages[0]['role'] == 'system' %}
+{{- '<|im_start|>system\\n' }}
+{{- messages[0]['content'] if has_system else 'You are a helpful assistant.' }}
+{%- if tools %}
+    {{- '\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n' }}
+    {{- 'You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}
+    {%- for tool in tools %}
+        {{- '\\n' + (tool | tojson) }}
+    {%- endfor %}
+    {{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments ' }}
+    {{- 'within <tool_call></tool_call> XML tags:\\n<tool_call>\\n' }}
+    {{- '{"name": <function-name>, "arguments": <args-json-object>}\\n</tool_call>' }}
 {%- endif %}
+{{- '<|im_end|>\\n' }}
 {%- for message in messages %}
-    {%- if not (loop.first and message['role'] == 'system') %}
+    {%- if loop.first and has_system %}
+    {%- elif message['role'] == 'assistant' and message.get('tool_calls') %}
+        {{- '<|im_start|>assistant' }}
+        {%- if message['content'] %}
+            {{- '\\n' + message['content'] }}
+        {%- endif %}
+        {%- for call in message['tool_calls'] %}
+            {%- set call = call['function'] if call.get('function') else call %}
+            {{- '\\n<tool_call>\\n{"name": "' + call['name'] + '", "arguments": ' }}
+            {{- (call['arguments'] | tojson) + '}\\n</tool_call>' }}
+        {%- endfor %}
+        {{- '<|im_end|>\\n' }}
+    {%- elif message['role'] == 'tool' %}
+        {%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}
+        {%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}
+            {{- '<|im_end|>\\n' }}
+        {%- endif %}
+    {%- else %}
         {{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}
     {%- endif %}
 {%- endfor %}

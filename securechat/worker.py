@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from securechat.attestation import Attester
 from securechat.config import SealingSettings, StreamSettings
+from securechat.deltas import DeltaAssembler
 from securechat.engine.base import Engine, EngineDeadError, EngineError, GenerationStats
 from securechat.envelope import Envelope, open_request
 from securechat.errors import ErrorCode, InvalidCiphertext
@@ -30,6 +31,7 @@ from securechat.replay import ReplayGuard, ReplayVerdict
 from securechat.request_body import InvalidRequestBody, RequestBody
 from securechat.state import StateMachine, WorkerState
 from securechat.stream import ResponseSealer, Usage, make_error_frame
+from securechat.structured.schemas import UnsupportedSchema
 
 logger = get_logger("worker")
 
@@ -238,6 +240,10 @@ class EnclaveWorker:
                 worker_id=self.worker_id,
                 error_code=refused.code.value,
             )
+            if refused.invalid is not None:  # what is wrong with the body goes sealed, to the client only
+                sealer = self._sealer(opened.dek, request_id)
+                yield encode_frame(sealer.start_frame) + self._refuse_sealed(sealer, refused.invalid)
+                return
             self._observer.request_failed(refused.code)
             yield encode_frame(make_error_frame(refused.code, request_id))
             return
@@ -265,28 +271,62 @@ class EnclaveWorker:
         yield encode_frame(sealer.start_frame)
         try:
             body = RequestBody.from_bytes(body_bytes, max_new_tokens)
-        except InvalidRequestBody:  # sealed: the host does not learn that the body was malformed
-            self._observer.request_failed(ErrorCode.INVALID_REQUEST)
-            yield _wire(sealer.seal_final({"worker_id": self.worker_id}, ErrorCode.INVALID_REQUEST))
+        except InvalidRequestBody as invalid:  # sealed: the host does not learn that the body was malformed
+            yield self._refuse_sealed(sealer, invalid)
             return
         # aclosing: when the consumer goes away, the engine stops before the slot is released, not after.
         async with self._slots, aclosing(self._generate(body, request_id, sealer)) as frames:
             async for frame in frames:
                 yield frame
 
+    def _refuse_sealed(self, sealer: ResponseSealer, invalid: InvalidRequestBody) -> bytes:
+        """A request this worker cannot honour, refused inside the sealed stream: what is wrong (a field, a
+        schema keyword) reaches the client only; the host sees an answer that ended."""
+        self._observer.request_failed(ErrorCode.INVALID_REQUEST)
+        metrics = {"worker_id": self.worker_id}
+        return _wire(sealer.seal_final(metrics, ErrorCode.INVALID_REQUEST, extra={"detail": invalid.detail()}))
+
+    def _grammar(self, body: RequestBody) -> str | None:
+        """The grammar of ``body``'s output, or InvalidRequestBody (sealed) when it cannot be kept here."""
+        if not body.output.constrained:
+            return None
+        if not self._engine.supports_grammar:
+            param = "tools" if body.output.calls_tools else "response_format"
+            raise InvalidRequestBody("this worker's engine does not constrain its output", param)
+        # Imported here: xgrammar brings torch, which the package's client side (``import securechat``) must not.
+        from securechat.structured.grammar import output_grammar
+
+        try:
+            return output_grammar(body.output)
+        except UnsupportedSchema as unsupported:
+            raise InvalidRequestBody(str(unsupported), unsupported.keyword) from None
+
     async def _generate(
         self, body: RequestBody, request_id: str, sealer: ResponseSealer, trailer: dict[str, Any] | None = None
     ) -> AsyncGenerator[bytes, None]:
+        try:
+            grammar = self._grammar(body)
+        except InvalidRequestBody as invalid:
+            yield self._refuse_sealed(sealer, invalid)
+            return
         self._enter()
         streaming = False
+        # An extended answer (choices, log probabilities, tools) goes as deltas; a plain one as text.
+        assembler = DeltaAssembler(parse_tools=body.output.calls_tools) if body.extended else None
         try:
             # The engine may hand over text every half interval: each flush then finds what the engine made.
-            request = body.to_generation_request(request_id, delivery_interval_s=self._stream.flush_interval_s / 2)
+            interval = self._stream.flush_interval_s / 2
+            request = body.to_generation_request(request_id, delivery_interval_s=interval, grammar=grammar)
             generation = self._engine.generate(request)
             flushes = paced(generation, self._stream.flush_interval_s, constant_rate=self._stream.constant_rate)
             async with aclosing(flushes) as paced_flushes:
                 async for flush in paced_flushes:
-                    frames = sealer.seal_text(flush.text) if flush.text or flush.stats is None else []
+                    if assembler is not None:
+                        deltas = assembler.deltas(flush.chunks)
+                        frames = sealer.seal_deltas(deltas) if deltas or flush.stats is None else []
+                    else:
+                        text = flush.text
+                        frames = sealer.seal_text(text) if text or flush.stats is None else []
                     if frames and not streaming:
                         streaming = True
                         self._start_streaming()
@@ -299,7 +339,8 @@ class EnclaveWorker:
                     yield _wire(frames)
         except EngineError as exc:
             dead = isinstance(exc, EngineDeadError)
-            code = ErrorCode.PROMPT_TOO_LONG if str(exc) == "prompt_too_long" else ErrorCode.ENGINE_FAILED
+            codes = {"prompt_too_long": ErrorCode.PROMPT_TOO_LONG, "grammar_invalid": ErrorCode.INVALID_REQUEST}
+            code = codes.get(str(exc), ErrorCode.ENGINE_FAILED)
             log_event(
                 logger,
                 "request_failed",

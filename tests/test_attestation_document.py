@@ -228,5 +228,7 @@ def test_attestation_core_imports_without_ray() -> None:
     import subprocess
     import sys
 
-    code = "import sys, securechat.attestation; sys.exit(int(bool({'ray', 'torch'} & set(sys.modules))))"
+    # The client side too (SDK, proxy): `pip install securechat` brings neither torch nor xgrammar.
+    modules = "securechat.attestation, securechat.client, securechat.proxy"
+    code = f"import sys, {modules}; sys.exit(int(bool({{'ray', 'torch', 'xgrammar'}} & set(sys.modules))))"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

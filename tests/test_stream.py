@@ -3,10 +3,14 @@ import os
 
 import pytest
 
+from securechat.deltas import Delta
+from securechat.engine.base import TokenLogprob
 from securechat.errors import ErrorCode, InvalidCiphertext
 from securechat.stream import (
+    KIND_EVENTS,
     MAX_FRAME_BYTES,
     MIN_FRAME_BYTES,
+    DeltasEvent,
     ErrorEvent,
     FinalEvent,
     ResponseOpener,
@@ -22,6 +26,7 @@ from securechat.stream import (
     split_utf8,
     wire_frame_sizes,
 )
+from securechat.structured.tool_calls import ToolCall
 from tests.test_envelope import VECTORS
 from tests.vectors.make_vectors import known_answer_frames
 
@@ -281,3 +286,54 @@ def test_known_answer_response_frames(case: dict[str, object]) -> None:
     assert isinstance(events[3], TrailerPartEvent) and isinstance(events[-1], FinalEvent)
     assert events[-1].usage == Usage(9, 2) and events[-1].metrics["output_tokens"] == 2
     assert events[-1].billed == Usage(64, 64) == read_usage(ours[-1])  # the host's view: rounded up to buckets
+
+
+DELTAS = [
+    Delta(0, "Hé", (TokenLogprob(b"H", -0.5, ((b"H", -0.5), (b"\xe2", -2.0))),)),
+    Delta(1, "x" * 1200),  # longer than two frames: one frame holds only the middle of its line
+    Delta(0, "", (), (ToolCall("call_1", "lookup", '{"q":"a\\nb"}'),), "tool_calls"),
+    Delta(1, finish_reason="length"),
+]
+
+
+def test_deltas_span_frames_of_one_size_and_read_back_whole() -> None:
+    sealer = ResponseSealer(DEK, "r1", FRAME_BYTES)
+    frames = [
+        sealer.start_frame,
+        *sealer.seal_deltas(DELTAS[:2]),
+        *sealer.seal_deltas(DELTAS[2:]),
+        *sealer.seal_final({}),
+    ]
+    data_sizes = {len(frame) for frame in frames[1:-1]}
+    assert data_sizes == {wire_frame_sizes(FRAME_BYTES)[0]}
+    events = read_all(frames)
+    read_back = [delta for event in events if isinstance(event, DeltasEvent) for delta in event.deltas]
+    assert read_back == DELTAS
+    assert any(isinstance(event, DeltasEvent) and not event.deltas for event in events)  # a line still open
+
+
+def test_empty_deltas_are_one_padding_frame() -> None:
+    sealer = ResponseSealer(DEK, "r1", FRAME_BYTES)
+    frames = [sealer.start_frame, *sealer.seal_deltas([]), *sealer.seal_final({})]
+    assert len(frames) == 3 and read_all(frames)[1] == DeltasEvent(())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"i": 9}\n', b'{"i": 0, "end": "maybe"}\n', b'{"i": 0, "lp": [["!!", 0.0, []]]}\n', b"not json\n"],
+)
+def test_a_delta_no_worker_writes_is_refused(body: bytes) -> None:
+    sealer = ResponseSealer(DEK, "r1", FRAME_BYTES)
+    start = sealer.start_frame
+    frame = sealer._seal(KIND_EVENTS, body, None)
+    opener = ResponseOpener.for_request(DEK, "r1")
+    opener.open(start)
+    with pytest.raises(InvalidCiphertext):
+        opener.open(frame)
+
+
+def test_a_trailer_cannot_begin_inside_an_open_delta_line() -> None:
+    sealer = ResponseSealer(DEK, "r1", FRAME_BYTES)
+    frames = [sealer.start_frame, sealer._seal(KIND_EVENTS, b'{"i": 0, "te', None), *sealer.seal_final({})]
+    with pytest.raises(InvalidCiphertext):
+        read_all(frames)

@@ -148,7 +148,7 @@ def test_cache_dir_and_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert default_cache_dir() == tmp_path
     assert resolve_model_path("Qwen/Qwen2.5-1.5B-Instruct") == "Qwen/Qwen2.5-1.5B-Instruct"
     assert resolve_model_path("/models/local-dir") == "/models/local-dir"
-    assert resolve_model_path(TINY_MODEL_NAME) == str(tmp_path / "models" / "tiny-qwen2-v1")
+    assert resolve_model_path(TINY_MODEL_NAME) == str(tmp_path / "models" / "tiny-qwen2-v2")
     monkeypatch.delenv("SECURECHAT_CACHE_DIR")
     assert default_cache_dir() == Path.home() / ".cache" / "securechat"
 

@@ -199,7 +199,8 @@ def test_invalid_body_gets_sealed_error(keys: WorkerKeys) -> None:
         recipients=keys.public_keys,
     )
     events = read(sealed, asyncio.run(collect(worker.run(sealed.envelope))))
-    assert events == [FinalEvent({"worker_id": "w1"}, "invalid_request")]
+    detail = {"detail": {"param": None, "message": "invalid request body"}}
+    assert events == [FinalEvent({"worker_id": "w1"}, "invalid_request", extra=detail)]
 
 
 def test_consumer_closing_early_cancels_generation(keys: WorkerKeys) -> None:
@@ -267,7 +268,7 @@ def test_degenerate_sampling_is_refused_before_the_engine(keys: WorkerKeys, temp
         body, request_id="req-nan", tenant_id="t1", mode="plain", region="us-west-1", recipients=keys.public_keys
     )
     events = read(sealed, asyncio.run(collect(worker.run(sealed.envelope))))
-    assert events == [FinalEvent({"worker_id": "w1"}, "invalid_request")]
+    assert [(event.error, event.extra["detail"]["param"]) for event in events] == [("invalid_request", None)]
     assert engine.seen == []
 
 

@@ -11,10 +11,11 @@ from typing import Any
 import httpx
 
 from securechat.client.errors import ServiceError
+from securechat.deltas import Delta
 from securechat.envelope import SealedRequest
 from securechat.errors import InvalidCiphertext, InvalidFrame
 from securechat.logs import get_logger, log_event
-from securechat.response import Completion, completion_of, iter_text
+from securechat.response import Completion, completion_of, iter_deltas
 from securechat.stream import FinalEvent
 
 logger = get_logger("client")
@@ -40,6 +41,7 @@ class CompletionStream:
         self._on_final = on_final
         self._started = time.perf_counter()
         self._consumed = False
+        self._seen: list[Delta] = []
         self.metrics: dict[str, Any] | None = None
         self.final: FinalEvent | None = None  # the authenticated final frame, once read
 
@@ -48,12 +50,19 @@ class CompletionStream:
         return self._sealed.request_id
 
     def __iter__(self) -> Iterator[str]:
+        """Choice 0's text pieces (all of a plain answer)."""
+        for delta in self.deltas():
+            if delta.index == 0 and delta.text:
+                yield delta.text
+
+    def deltas(self) -> Iterator[Delta]:
+        """Every choice's deltas: text, log probabilities, tool calls, ends (``securechat.deltas``)."""
         if self._consumed:
             raise RuntimeError("a completion stream can be read only once")
         self._consumed = True
         num_pieces = 0
         try:
-            for item in iter_text(self._chunks(), self._sealed):
+            for item in iter_deltas(self._chunks(), self._sealed):
                 if isinstance(item, FinalEvent):
                     self.metrics = item.metrics
                     self.final = item
@@ -61,6 +70,7 @@ class CompletionStream:
                         self._on_final(item)
                 else:
                     num_pieces += 1
+                    self._seen.append(item)
                     yield item
         except InvalidFrame:  # cut inside a frame: truncation, reported like every other stream failure
             raise InvalidCiphertext() from None
@@ -76,10 +86,11 @@ class CompletionStream:
             )
 
     def read(self) -> Completion:
-        """The whole answer, checked; the caller gets nothing unless the final frame verified."""
-        text = "".join(self)
+        """The whole answer (every choice), checked; the caller gets nothing unless the final frame verified."""
+        for _ in self.deltas():
+            pass
         assert self.final is not None  # iteration ends normally only after the final frame verified
-        return completion_of(self.request_id, text, self.final)
+        return completion_of(self.request_id, self._seen, self.final)
 
     def result(self) -> dict[str, Any]:
         """A collection operation's answer (ingest, search, embed): the ``result`` of its sealed final frame."""

@@ -8,21 +8,34 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallRef:
+    """A tool call an assistant message made earlier in the conversation (OpenAI's ``tool_calls`` item)."""
+
+    id: str = field(repr=False)
+    name: str = field(repr=False)
+    arguments: str = field(repr=False)  # JSON text
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
-    role: str  # "system" | "user" | "assistant"
+    role: str  # "system" | "user" | "assistant" | "tool"
     content: str = field(repr=False)  # plaintext: never in a repr, a traceback's locals or a test report
+    tool_calls: tuple[ToolCallRef, ...] = field(default=(), repr=False)  # assistant: the calls it made
+    tool_call_id: str | None = field(default=None, repr=False)  # tool: the call this is the result of
 
 
 MIN_TEMPERATURE = 0.01
 MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 256
 MAX_PENALTY = 2.0
+MAX_TOP_LOGPROBS = 20
+MAX_CHOICES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +54,8 @@ class SamplingParams:
     stop: tuple[str, ...] = field(default=(), repr=False)  # may quote content: never in a repr
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    logprobs: bool = False  # each token's log probability (after penalties and the grammar, before temperature)
+    top_logprobs: int = 0  # and that many of the likeliest alternatives (needs logprobs)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -56,6 +71,8 @@ class SamplingParams:
         for penalty in (self.presence_penalty, self.frequency_penalty):
             if not (math.isfinite(penalty) and -MAX_PENALTY <= penalty <= MAX_PENALTY):
                 raise ValueError(f"penalties must be in [-{MAX_PENALTY}, {MAX_PENALTY}]")
+        if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS or (self.top_logprobs and not self.logprobs):
+            raise ValueError(f"top_logprobs is 0 to {MAX_TOP_LOGPROBS}, and needs logprobs")
 
     @property
     def has_penalties(self) -> bool:
@@ -70,6 +87,18 @@ class GenerationRequest:
     #: How often the consumer reads after the first text: an engine may coalesce chunks up to this long
     #: (never the first text, never the end), which spares the event loop a wake-up per token.
     delivery_interval_s: float = 0.0
+    n: int = 1  # choices, sampled from one prompt (seeded: choice i draws from seed + i)
+    #: Tools for the chat template (OpenAI's shape), and the grammar that constrains every choice's tokens: an
+    #: xgrammar structural tag (securechat.structured.spec), or None. Both tenant data.
+    tools: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)
+    grammar: str | None = field(default=None, repr=False)
+    raw_prompt: bool = False  # the one message's content is the whole prompt: no chat template (completions)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.n <= MAX_CHOICES:
+            raise ValueError(f"n is 1 to {MAX_CHOICES}")
+        if self.raw_prompt and len(self.messages) != 1:
+            raise ValueError("a raw prompt is one message")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +108,8 @@ class GenerationStats:
     ttft_ms: float
     total_ms: float
     input_tokens: int
-    output_tokens: int
-    finish_reason: str = "stop"  # "length": the token budget ended it; "stop": EOS or a stop string
+    output_tokens: int  # every choice's together
+    finish_reason: str = "stop"  # choice 0's: "length" (the token budget ended it), "stop" (EOS or a stop string)
 
     @property
     def tokens_per_sec(self) -> float:
@@ -98,12 +127,25 @@ class GenerationStats:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token's log probability, and its likeliest alternatives (raw token bytes, log probability)."""
+
+    token: bytes = field(repr=False)
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class TextChunk:
-    """Newly decoded text. The last chunk of a request has ``stats`` set (its text may be empty)."""
+    """Newly decoded text of choice ``index``. A choice's last chunk has ``finish_reason`` set; the request's
+    last chunk has ``stats`` set (its text may be empty)."""
 
     text: str = field(repr=False)
     num_tokens: int
     stats: GenerationStats | None = None
+    index: int = 0
+    logprobs: tuple[TokenLogprob, ...] = field(default=(), repr=False)  # of the tokens this chunk covers
+    finish_reason: str | None = None
 
 
 class EngineError(Exception):
@@ -141,6 +183,10 @@ class Engine(ABC):
     @abstractmethod
     def count_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
         """Prompt tokens after the chat template, for admission limits."""
+
+    #: Whether ``generate`` honours ``GenerationRequest.grammar`` (constrained decoding); engines that cannot
+    #: must be asked for nothing constrained (the worker refuses such a request instead).
+    supports_grammar: bool = False
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Free the model. Default: nothing to do."""

@@ -17,7 +17,7 @@ import importlib.util
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 import torch
@@ -25,6 +25,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     BitsAndBytesConfig,
+    LogitsProcessor,
     LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -38,11 +39,25 @@ from securechat.engine.base import (
     EngineError,
     GenerationRequest,
     GenerationStats,
+    SamplingParams,
     TextChunk,
+    TokenLogprob,
 )
 from securechat.engine.chat_template import chat_prompt_ids
+from securechat.engine.constraints import GrammarCache, token_bytes
 from securechat.engine.device import resolve_device
-from securechat.engine.hf_thread import Failed, Finished, Item, LoopStreamer, Piece, StopOnEvent, device_broken, seeded
+from securechat.engine.hf_thread import (
+    Failed,
+    Finished,
+    GrammarProcessor,
+    Item,
+    LogprobRecorder,
+    LoopStreamer,
+    Piece,
+    StopOnEvent,
+    device_broken,
+    seeded,
+)
 from securechat.engine.penalties import PenaltiesProcessor
 from securechat.engine.stop import StopMatcher
 from securechat.logs import get_logger, log_event
@@ -125,12 +140,15 @@ class HFEngine(Engine):
     """Hugging Face transformers runtime: fp16/bf16/fp32, bitsandbytes int8, sdpa/eager/flash_attention_2."""
 
     max_concurrent_requests = 1
+    supports_grammar = True
 
     def __init__(self, config: HFEngineConfig) -> None:
         self.config = config
         self._device = resolve_device(config.device)
         self._model: PreTrainedModel | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._grammar_cache: GrammarCache | None = None
+        self._token_table: list[bytes] | None = None
 
     async def start(self) -> None:
         check_requirements(self.config, self._device)
@@ -167,6 +185,8 @@ class HFEngine(Engine):
     async def close(self) -> None:
         self._model = None
         self._tokenizer = None
+        self._grammar_cache = None
+        self._token_table = None
         if self._device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -175,17 +195,13 @@ class HFEngine(Engine):
             raise EngineError("engine_not_started")
         return self._tokenizer, self._model
 
-    def _prompt_ids(self, messages: tuple[ChatMessage, ...]) -> list[int]:
-        tokenizer, _ = self._require_started()
-        return chat_prompt_ids(tokenizer, messages)
-
     def count_tokens(self, messages: tuple[ChatMessage, ...]) -> int:
-        return len(self._prompt_ids(messages))
+        tokenizer, _ = self._require_started()
+        return len(chat_prompt_ids(tokenizer, messages))
 
     def _generate_kwargs(
-        self, request: GenerationRequest, tokenizer: PreTrainedTokenizerBase, prompt_length: int
+        self, sampling: SamplingParams, tokenizer: PreTrainedTokenizerBase, processors: list[LogitsProcessor]
     ) -> dict[str, Any]:
-        sampling = request.sampling
         max_new_tokens = min(sampling.max_new_tokens, self.config.max_new_tokens)
         pad_token_id = tokenizer.pad_token_id
         kwargs: dict[str, Any] = {
@@ -196,20 +212,82 @@ class HFEngine(Engine):
         }
         if sampling.temperature > 0:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-        if sampling.has_penalties:
-            penalties = PenaltiesProcessor(prompt_length, sampling.presence_penalty, sampling.frequency_penalty)
-            kwargs["logits_processor"] = LogitsProcessorList([penalties])
-        if self.config.disable_eos:
+        if processors:
+            kwargs["logits_processor"] = LogitsProcessorList(processors)
+        if self.config.disable_eos and not any(isinstance(p, GrammarProcessor) for p in processors):
             kwargs["min_new_tokens"] = max_new_tokens  # masks every EOS id until the budget is spent
         return kwargs
 
+    def _processors(
+        self, request: GenerationRequest, sampling: SamplingParams, prompt_length: int
+    ) -> tuple[list[LogitsProcessor], LogprobRecorder | None]:
+        """Penalties, then the grammar, then (last) the log probability recorder: the order the batched engine's
+        sampler applies them in."""
+        processors: list[LogitsProcessor] = []
+        if sampling.has_penalties:
+            processors.append(PenaltiesProcessor(prompt_length, sampling.presence_penalty, sampling.frequency_penalty))
+        if request.grammar is not None:
+            grammars = self._grammars()
+            try:
+                matcher = grammars.matcher(request.grammar)
+            except Exception:  # xgrammar's message may quote the grammar
+                raise EngineError("grammar_invalid") from None
+            processors.append(GrammarProcessor(matcher, grammars.new_bitmask(1), prompt_length))
+        recorder = LogprobRecorder(sampling.top_logprobs) if sampling.logprobs else None
+        if recorder is not None:
+            processors.append(recorder)
+        return processors, recorder
+
+    def _grammars(self) -> GrammarCache:
+        if self._grammar_cache is None:
+            tokenizer, model = self._require_started()
+            vocab_size = model.get_output_embeddings().weight.shape[0]  # type: ignore[union-attr]
+            eos = model.generation_config.eos_token_id
+            stop_ids = [eos] if isinstance(eos, int) else list(eos or [])
+            self._grammar_cache = GrammarCache(tokenizer, vocab_size, stop_ids)
+        return self._grammar_cache
+
+    def _token_bytes(self) -> list[bytes]:
+        if self._token_table is None:
+            tokenizer, _ = self._require_started()
+            self._token_table = token_bytes(tokenizer, max(len(tokenizer), tokenizer.vocab_size))
+        return self._token_table
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TextChunk]:
+        """One request; its choices (n > 1) one after another, choice i of a seeded request from seed + i."""
         started_at = time.perf_counter()
-        tokenizer, model = self._require_started()
-        prompt_ids = self._prompt_ids(request.messages)
+        tokenizer, _ = self._require_started()
+        prompt_ids = chat_prompt_ids(tokenizer, request.messages, request.tools, raw=request.raw_prompt)
         if len(prompt_ids) > self.config.max_input_tokens:
             raise EngineError("prompt_too_long")
+        outcomes: list[_Outcome] = []
+        for index in range(request.n):
+            seed = request.sampling.seed
+            sampling = request.sampling if seed is None or index == 0 else replace(request.sampling, seed=seed + index)
+            outcome = _Outcome()
+            async for chunk in self._generate_choice(request, index, sampling, prompt_ids, outcome):
+                yield chunk
+            outcomes.append(outcome)
+        total_ms = (time.perf_counter() - started_at) * 1000
+        first_token_at = outcomes[0].first_token_at
+        stats = GenerationStats(
+            ttft_ms=(first_token_at - started_at) * 1000 if first_token_at is not None else total_ms,
+            total_ms=total_ms,
+            input_tokens=len(prompt_ids),
+            output_tokens=sum(outcome.output_tokens for outcome in outcomes),
+            finish_reason=outcomes[0].finish_reason,
+        )
+        yield TextChunk(text="", num_tokens=0, stats=stats)
 
+    async def _generate_choice(
+        self,
+        request: GenerationRequest,
+        index: int,
+        sampling: SamplingParams,
+        prompt_ids: list[int],
+        outcome: _Outcome,
+    ) -> AsyncIterator[TextChunk]:
+        tokenizer, model = self._require_started()
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[Item] = asyncio.Queue()
 
@@ -217,14 +295,16 @@ class HFEngine(Engine):
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
                 loop.call_soon_threadsafe(items.put_nowait, item)
 
-        streamer = LoopStreamer(tokenizer, post)
+        processors, recorder = self._processors(request, sampling, len(prompt_ids))
+        table = self._token_bytes() if recorder is not None else None
+        streamer = LoopStreamer(tokenizer, post, recorder)
         stop = threading.Event()
         input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self._device)  # [1, S]
-        generate_kwargs = self._generate_kwargs(request, tokenizer, len(prompt_ids))
+        generate_kwargs = self._generate_kwargs(sampling, tokenizer, processors)
 
         def run() -> None:
             try:
-                with torch.inference_mode(), seeded(request.sampling.seed, self._device):
+                with torch.inference_mode(), seeded(sampling.seed, self._device):
                     model.generate(  # type: ignore[operator]
                         input_ids=input_ids,
                         attention_mask=torch.ones_like(input_ids),
@@ -239,7 +319,7 @@ class HFEngine(Engine):
 
         thread = threading.Thread(target=run, name=_THREAD_NAME, daemon=True)
         thread.start()
-        stops = StopMatcher(request.sampling.stop)
+        stops = StopMatcher(sampling.stop)
         finished = False
         try:
             while not finished:
@@ -248,32 +328,43 @@ class HFEngine(Engine):
                     text = stops.push(item.text)
                     if stops.stopped:
                         stop.set()  # a stop string: generation ends after this step; later pieces are dropped
-                    if text:
-                        yield TextChunk(text=text, num_tokens=item.num_tokens)
+                    logprobs = _logprobs(table, item.logprobs)
+                    if text or logprobs:
+                        yield TextChunk(text=text, num_tokens=item.num_tokens, index=index, logprobs=logprobs)
                 elif isinstance(item, Failed):
                     log_event(logger, "generation_failed", request_id=request.request_id, error_code=item.error_type)
                     failure = EngineDeadError if item.device_broken else EngineError
                     raise failure(f"generation_failed: {item.error_type}")
                 else:
                     finished = True
-            if held := stops.flush():
-                yield TextChunk(text=held, num_tokens=0)
         finally:
             # Consumer closed or cancelled us (or we failed): stop the thread and wait for it, off the loop.
             stop.set()
             if thread.is_alive():
                 await asyncio.to_thread(thread.join)
+        length = not stops.stopped and streamer.num_output_tokens >= generate_kwargs["max_new_tokens"]
+        outcome.finish_reason = "length" if length else "stop"
+        outcome.output_tokens = streamer.num_output_tokens
+        outcome.first_token_at = streamer.first_token_at
+        yield TextChunk(text=stops.flush(), num_tokens=0, index=index, finish_reason=outcome.finish_reason)
 
-        total_ms = (time.perf_counter() - started_at) * 1000
-        first_token_at = streamer.first_token_at
-        ttft_ms = (first_token_at - started_at) * 1000 if first_token_at is not None else total_ms
-        stats = GenerationStats(
-            ttft_ms=ttft_ms,
-            total_ms=total_ms,
-            input_tokens=len(prompt_ids),
-            output_tokens=streamer.num_output_tokens,
-            finish_reason="length"
-            if not stops.stopped and streamer.num_output_tokens >= generate_kwargs["max_new_tokens"]
-            else "stop",
-        )
-        yield TextChunk(text="", num_tokens=0, stats=stats)
+
+@dataclass(slots=True)
+class _Outcome:
+    """How one choice ended: set once its generation is over."""
+
+    finish_reason: str = "stop"
+    output_tokens: int = 0
+    first_token_at: float | None = None
+
+
+def _logprobs(
+    table: list[bytes] | None, records: tuple[tuple[int, float, tuple[tuple[int, float], ...]], ...]
+) -> tuple[TokenLogprob, ...]:
+    if table is None:
+        return ()
+
+    def raw(i: int) -> bytes:
+        return table[i] if i < len(table) else b""
+
+    return tuple(TokenLogprob(raw(i), lp, tuple((raw(j), v) for j, v in top)) for i, lp, top in records)

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase, StoppingCriteria, TextIteratorStreamer
+from transformers import LogitsProcessor, PreTrainedTokenizerBase, StoppingCriteria, TextIteratorStreamer
+
+from securechat.engine.constraints import mask_logits, token_logprobs
 
 
 # Items the generation thread posts to the event loop.
@@ -23,6 +25,7 @@ from transformers import PreTrainedTokenizerBase, StoppingCriteria, TextIterator
 class Piece:
     text: str
     num_tokens: int
+    logprobs: tuple[tuple[int, float, tuple[tuple[int, float], ...]], ...] = ()  # (token id, logprob, top)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +55,16 @@ class LoopStreamer(TextIteratorStreamer):
     Also counts generated token ids (not text pieces) and stamps the first one, for exact stats.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, post: Callable[[Item], None]) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, post: Callable[[Item], None], recorder: LogprobRecorder | None = None
+    ) -> None:
         super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
         self._post = post
+        self._recorder = recorder
         self.num_output_tokens = 0
         self.first_token_at: float | None = None  # time.perf_counter()
         self._num_unsent_tokens = 0  # tokens decoded since the last piece (a piece may span several)
+        self._unsent_logprobs: list[tuple[int, float, tuple[tuple[int, float], ...]]] = []
 
     def put(self, value: torch.Tensor) -> None:
         # value: [1, S] prompt on the first call (skip_prompt), then [1] or [1, 1] per step
@@ -66,13 +73,54 @@ class LoopStreamer(TextIteratorStreamer):
                 self.first_token_at = time.perf_counter()
             self.num_output_tokens += value.numel()
             self._num_unsent_tokens += value.numel()
+            if self._recorder is not None:
+                token_id = int(value.reshape(-1)[0])
+                logprob, alternatives = self._recorder.record(token_id)
+                self._unsent_logprobs.append((token_id, logprob, tuple(alternatives)))
         super().put(value)
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
         # Tokens that decode to nothing (skipped special tokens) stay counted in num_output_tokens only.
-        if text:
-            self._post(Piece(text, self._num_unsent_tokens))
+        if text or (stream_end and self._unsent_logprobs):
+            self._post(Piece(text, self._num_unsent_tokens, tuple(self._unsent_logprobs)))
             self._num_unsent_tokens = 0
+            self._unsent_logprobs = []
+
+
+class LogprobRecorder(LogitsProcessor):
+    """The last logits processor: keeps the scores the next token is sampled from, so the streamer can read
+    that token's log probability and the top alternatives when it arrives."""
+
+    def __init__(self, top: int) -> None:
+        self._top = top
+        self._scores: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._scores = scores[0]  # [V]: one sequence
+        return scores
+
+    def record(self, token_id: int) -> tuple[float, list[tuple[int, float]]]:
+        assert self._scores is not None
+        return token_logprobs(self._scores, token_id, self._top)
+
+
+class GrammarProcessor(LogitsProcessor):
+    """Constrained decoding for ``model.generate``: the matcher takes each token generated so far, then every
+    token its grammar forbids next is set to -inf."""
+
+    def __init__(self, matcher: Any, bitmask: torch.Tensor, prompt_length: int) -> None:
+        self._matcher = matcher
+        self._bitmask = bitmask
+        self._accepted = prompt_length  # input_ids before this index went through the matcher (or are prompt)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        # input_ids: [1, S] prompt + generated; scores: [1, V]
+        for token_id in input_ids[0, self._accepted :].tolist():
+            self._matcher.accept_token(int(token_id))
+        self._accepted = input_ids.shape[1]
+        out = scores.clone()
+        mask_logits(out, [(0, self._matcher)], self._bitmask)
+        return out  # type: ignore[return-value]
 
 
 class StopOnEvent(StoppingCriteria):

@@ -12,7 +12,7 @@ The query a RAG request retrieves with is its last user message.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from securechat.db import DatabaseUnavailable
@@ -38,9 +38,10 @@ def _bound(limit: int | None) -> int:
 class Refused(Exception):
     """Refuse before the first frame, with a code the host may see (content-free)."""
 
-    def __init__(self, code: ErrorCode) -> None:
+    def __init__(self, code: ErrorCode, invalid: InvalidRequestBody | None = None) -> None:
         super().__init__(code.value)
         self.code = code
+        self.invalid = invalid  # a body that names what is wrong with it: refused sealed, to the client only
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +76,8 @@ class CollectionModes:
                 return await self._search(SearchBody.from_bytes(body), tenant_id)
             if mode == "embed":
                 return await self._embed(EmbedBody.from_bytes(body))
-        except InvalidRequestBody:
-            raise Refused(ErrorCode.INVALID_REQUEST) from None
+        except InvalidRequestBody as invalid:
+            raise Refused(ErrorCode.INVALID_REQUEST, invalid if invalid.param else None) from None
         except InvalidCiphertext:  # a wrong collection key: the same opaque refusal as a wrong envelope key
             raise Refused(ErrorCode.INVALID_ENVELOPE) from None
         except DocumentRejected as rejected:
@@ -101,7 +102,7 @@ class CollectionModes:
             "retrieval": retrieval.timings.as_dict(),
             "collection": {"counter": retrieval.counter},
         }
-        return Generate(RequestBody(messages, request.sampling), trailer)
+        return Generate(replace(request, messages=messages), trailer)
 
     async def _search(self, body: SearchBody, tenant_id: str) -> Answer:
         retrieval = await self.rag.retrieve(tenant_id, body.collection, body.query, body.top_k)

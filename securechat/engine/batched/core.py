@@ -7,18 +7,21 @@ mid-batch joins and departures are deterministic there.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from securechat.engine.batched.config import BatchedEngineConfig
 from securechat.engine.batched.kv_cache import KVCache, plan_num_slots
 from securechat.engine.batched.model import Qwen2Model
 from securechat.engine.batched.runner import TORCH_DTYPES, ModelRunner, bind_thread, free_device_bytes
+from securechat.engine.batched.sampler import LogprobRecord
 from securechat.engine.batched.scheduler import Scheduler
 from securechat.engine.batched.sequence import Sequence
 from securechat.engine.batched.slot_pool import SlotPool
+from securechat.engine.constraints import GrammarCache
 from securechat.tiny_model import resolve_model_path
 
 
@@ -27,12 +30,31 @@ class StepOutput:
     seq: Sequence
     token_id: int
     finished: bool
+    logprobs: LogprobRecord | None = None
+
+
+class GrammarRejected(Exception):
+    """A sequence's grammar does not compile: that request fails, the core goes on (content-free)."""
 
 
 class EngineCore:
-    def __init__(self, scheduler: Scheduler, runner: ModelRunner) -> None:
+    def __init__(
+        self, scheduler: Scheduler, runner: ModelRunner, grammars: Callable[[], GrammarCache] | None = None
+    ) -> None:
+        """``grammars`` makes the grammar cache, on the first constrained sequence (it needs the tokenizer)."""
         self.scheduler = scheduler
         self.runner = runner
+        self._make_grammars = grammars
+        self._grammars: GrammarCache | None = None
+
+    @property
+    def grammars(self) -> GrammarCache:
+        if self._grammars is None:
+            if self._make_grammars is None:
+                raise GrammarRejected("grammar_unavailable")
+            self._grammars = self._make_grammars()
+            self.runner.ensure_bitmask(self._grammars.new_bitmask)
+        return self._grammars
 
     @property
     def has_work(self) -> bool:
@@ -47,6 +69,14 @@ class EngineCore:
         return self.scheduler.slots.num_slots
 
     def add(self, seq: Sequence) -> None:
+        """Queue ``seq``; GrammarRejected (and nothing queued) when its grammar does not compile."""
+        if seq.grammar is not None and seq.matcher is None:
+            try:
+                seq.matcher = self.grammars.matcher(seq.grammar)
+            except GrammarRejected:
+                raise
+            except Exception:  # xgrammar's message may quote the grammar: only that it failed goes on
+                raise GrammarRejected("grammar_invalid") from None
         if not seq.is_greedy and seq.generator is None:
             seq.generator = self.runner.make_generator(seq.sampling.seed)
         self.scheduler.add(seq)
@@ -58,15 +88,15 @@ class EngineCore:
         batch = self.scheduler.schedule()
         if batch is None:
             return []
-        token_ids = self.runner.run(batch)
+        token_ids, records = self.runner.run(batch)
         now = time.perf_counter()
         for seq in batch.seqs:
             if seq.first_token_at is None:
                 seq.first_token_at = now
         finished = {seq.seq_id for seq in self.scheduler.postprocess(batch.seqs, token_ids)}
         return [
-            StepOutput(seq, token_id, seq.seq_id in finished)
-            for seq, token_id in zip(batch.seqs, token_ids, strict=True)
+            StepOutput(seq, token_id, seq.seq_id in finished, record)
+            for seq, token_id, record in zip(batch.seqs, token_ids, records, strict=True)
         ]
 
 
@@ -105,7 +135,13 @@ def load_core(config: BatchedEngineConfig, device: torch.device) -> EngineCore:
     runner = ModelRunner(model, kv_cache, config, device, stop_ids)
     runner.capture_cuda_graphs()
     scheduler = Scheduler(config.max_batch_size, SlotPool(num_slots), stop_ids, config.disable_eos)
-    return EngineCore(scheduler, runner)
+    vocab_size = model.lm_head.shape[0]
+
+    def grammars() -> GrammarCache:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(config.model))
+        return GrammarCache(tokenizer, vocab_size, stop_ids)
+
+    return EngineCore(scheduler, runner, grammars)
 
 
 def _kv_budget_bytes(config: BatchedEngineConfig, device: torch.device) -> int | None:

@@ -21,10 +21,13 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from securechat.engine.batched.sampler import LogprobRecord
 from securechat.engine.batched.sequence import Sequence
 
-#: One sampled token: (seq_id, token_id, finished).
-TokenEvent = tuple[int, int, bool]
+#: One sampled token: (seq_id, token_id, finished, its log probabilities or None).
+TokenEvent = tuple[int, int, bool, LogprobRecord | None]
+#: Failures that end one request, not the engine (``Stream.fail``): the core refused the sequence.
+REQUEST_FAILURES = frozenset({"grammar_invalid", "grammar_unavailable"})
 
 
 class EngineDead(Exception):
@@ -41,6 +44,7 @@ class Delivery:
     token_ids: list[int]
     finished: bool
     failure: str | None  # an exception type name or reason code: never content
+    logprobs: list[LogprobRecord | None]  # one per token id (all None unless the request asked)
 
 
 @dataclass(eq=False)
@@ -56,14 +60,16 @@ class Stream:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _token_ids: list[int] = field(default_factory=list)
+    _logprobs: list[LogprobRecord | None] = field(default_factory=list)
     _finished: bool = False
     _failure: str | None = None
     _next_wake_at: float = 0.0
 
-    def push(self, token_id: int, finished: bool, now: float) -> bool:
+    def push(self, token_id: int, finished: bool, now: float, logprobs: LogprobRecord | None = None) -> bool:
         """Add a token; True when the consumer should be woken now."""
         with self._lock:
             self._token_ids.append(token_id)
+            self._logprobs.append(logprobs)
             self._finished = finished
             if self.first_token_at is None:
                 self.first_token_at = now
@@ -85,8 +91,8 @@ class Stream:
         while True:
             with self._lock:
                 if self._token_ids or self._finished or self._failure is not None:
-                    delivery = Delivery(self._token_ids, self._finished, self._failure)
-                    self._token_ids = []
+                    delivery = Delivery(self._token_ids, self._finished, self._failure, self._logprobs)
+                    self._token_ids, self._logprobs = [], []
                     return delivery
             await self._wake.wait()
             self._wake.clear()
@@ -119,15 +125,22 @@ class StreamRouter:
         now = time.perf_counter()
         to_wake: defaultdict[asyncio.AbstractEventLoop, list[Stream]] = defaultdict(list)
         with self._lock:
-            for seq_id, token_id, finished in events:
+            for seq_id, token_id, finished, logprobs in events:
                 stream = self._streams.get(seq_id)
                 if stream is None:  # aborted: its last tokens have nowhere to go
                     continue
                 if finished:
                     del self._streams[seq_id]
-                if stream.push(token_id, finished, now):
+                if stream.push(token_id, finished, now, logprobs):
                     to_wake[stream.loop].append(stream)
         _post(to_wake)
+
+    def fail_one(self, seq_id: int, error_code: str) -> None:
+        """End one request with ``error_code`` (one of REQUEST_FAILURES); the engine goes on."""
+        stream = self.remove(seq_id)
+        if stream is not None:
+            stream.fail(error_code)
+            _post({stream.loop: [stream]})
 
     def fail_all(self, error_code: str) -> None:
         with self._lock:

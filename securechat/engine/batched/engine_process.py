@@ -10,14 +10,15 @@ caches), talks only over an anonymous socket pair, never logs content, and exits
 (end of file on the socket). Messages are pickled tuples, parent -> child::
 
     ("load", BatchedEngineConfig, device)   first, once
-    ("add", seq_id, prompt_ids, SamplingParams, max_new_tokens)
+    ("add", seq_id, prompt_ids, SamplingParams, max_new_tokens, grammar, prefill_from, group_size)
     ("abort", seq_id)
     ("stop",)
 
 child -> parent: ("ready", num_slots) | ("load_failed", error type); then ("tokens", [(seq_id, token_id,
-finished), ...], num_free_slots) with the tokens of one or more steps (at once for a sequence's first tokens
-and its last, else at most every SEND_INTERVAL_S); ("idle", num_free_slots) when it runs out of work;
-("failed", error type) when a step raised (the child then exits).
+finished, logprobs), ...], num_free_slots) with the tokens of one or more steps (at once for a sequence's first
+tokens and its last, else at most every SEND_INTERVAL_S); ("rejected", seq_id, code) when a sequence's grammar
+does not compile (that request fails); ("idle", num_free_slots) when it runs out of work; ("failed", error
+type) when a step raised (the child then exits).
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ class EngineProcess(EngineCoreClient):
             if self._dead:
                 raise EngineDead
             self.router.add(stream)
-            self._send(("add", seq.seq_id, seq.prompt_ids, seq.sampling, seq.max_new_tokens))
+            message = ("add", seq.seq_id, seq.prompt_ids, seq.sampling, seq.max_new_tokens, seq.grammar)
+            self._send((*message, seq.prefill_from, seq.group_size))
 
     def abort(self, seq_id: int) -> None:
         if self.router.remove(seq_id) is not None:
@@ -143,6 +145,8 @@ class EngineProcess(EngineCoreClient):
                     self.router.deliver(message[1])
                 elif message[0] == "idle":
                     self._num_free_slots = message[1]
+                elif message[0] == "rejected":
+                    self.router.fail_one(message[1], str(message[2]))
                 else:  # "failed"
                     log_event(logger, "engine_failed", engine="batched", error_code=str(message[1]))
                     self._mark_dead(str(message[1]))
@@ -164,7 +168,7 @@ def serve(conn: Connection) -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from securechat.engine.batched.core import load_core
+    from securechat.engine.batched.core import GrammarRejected, load_core
     from securechat.engine.batched.sequence import Sequence
 
     hf_logging.disable_progress_bar()  # the replica's log is not a terminal
@@ -178,15 +182,20 @@ def serve(conn: Connection) -> None:
 
     def apply(message: tuple[Any, ...]) -> bool:
         if message[0] == "add":
-            _, seq_id, prompt_ids, sampling, max_new_tokens = message
-            core.add(Sequence(prompt_ids, sampling, max_new_tokens, seq_id=seq_id))
+            _, seq_id, prompt_ids, sampling, max_new_tokens, grammar, prefill_from, group_size = message
+            seq = Sequence(prompt_ids, sampling, max_new_tokens, seq_id=seq_id, grammar=grammar)
+            seq.prefill_from, seq.group_size = prefill_from, group_size
+            try:
+                core.add(seq)
+            except GrammarRejected as rejected:
+                conn.send(("rejected", seq_id, str(rejected)))
         elif message[0] == "abort":
             core.abort(message[1])
         else:  # "stop"
             return False
         return True
 
-    pending: list[tuple[int, int, bool]] = []
+    pending: list[tuple[Any, ...]] = []
     last_sent = time.monotonic()
     try:
         while True:
@@ -200,7 +209,7 @@ def serve(conn: Connection) -> None:
             if core.has_work:
                 urgent = False
                 for out in core.step():
-                    pending.append((out.seq.seq_id, out.token_id, out.finished))
+                    pending.append((out.seq.seq_id, out.token_id, out.finished, out.logprobs))
                     # A young sequence (its first text may need a few tokens) or an ending one goes out now.
                     urgent = urgent or out.finished or len(out.seq.output_ids) <= EAGER_TOKENS
                 now = time.monotonic()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from securechat.engine.batched.core import EngineCore
+from securechat.engine.batched.core import EngineCore, GrammarRejected
 from securechat.engine.batched.core_client import CoreInfo, EngineCoreClient, EngineDead, Stream
 from securechat.logs import get_logger, log_event
 
@@ -85,7 +85,7 @@ class EngineThread(EngineCoreClient):
         try:
             while self._apply(self._take_commands(block=not core.has_work), core):
                 if core.has_work:
-                    self.router.deliver((out.seq.seq_id, out.token_id, out.finished) for out in core.step())
+                    self.router.deliver((o.seq.seq_id, o.token_id, o.finished, o.logprobs) for o in core.step())
             self._fail_all("engine_closed")
         except BaseException as exc:
             log_event(logger, "engine_failed", engine="batched", error_code=type(exc).__name__)
@@ -108,7 +108,10 @@ class EngineThread(EngineCoreClient):
                     core.abort(command.seq_id)
             else:
                 self.router.add(command)
-                core.add(command.seq)
+                try:
+                    core.add(command.seq)
+                except GrammarRejected as rejected:
+                    self.router.fail_one(command.seq.seq_id, str(rejected))
         return True
 
     def _fail_all(self, error_code: str) -> None:

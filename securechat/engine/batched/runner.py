@@ -6,7 +6,12 @@
   rows write to the scratch KV row. Inside the graph attention reads each sequence's real length from the
   length buffer (the split-K kernel of ``decode_attention.py``), so a step reads no key past a sequence's end.
   On CPU the same buffers feed an eager forward with per-sequence attention;
-- sampling per request (``sampler.sample``), then one ``tolist()``: the step's only host sync.
+- sampling per request (``sampler.sample``), then one ``tolist()``: the step's only host sync. A constrained
+  sequence's matcher then takes its token; a sequence that asked for log probabilities gets them from the
+  scores its token was sampled from.
+
+Choices of one prompt (n > 1) are prefilled once: the leader's prompt goes through the model, its KV rows are
+copied to the followers' slots, and the followers sample from the leader's logits with their own generators.
 
 Capture and every replay must happen on the engine's one dedicated thread (``torch.cuda.graph`` state and
 inductor's cudagraph trees are thread-local); the caller guarantees it.
@@ -24,9 +29,10 @@ from securechat.engine.batched.config import BatchedEngineConfig
 from securechat.engine.batched.decode_attention import kernel_available
 from securechat.engine.batched.kv_cache import KVCache
 from securechat.engine.batched.model import AttentionMetadata, Qwen2Model
-from securechat.engine.batched.sampler import sample
+from securechat.engine.batched.sampler import LogprobRecord, sample
 from securechat.engine.batched.scheduler import ScheduledBatch
 from securechat.engine.batched.sequence import Sequence
+from securechat.engine.constraints import token_logprobs
 
 TORCH_DTYPES: Final[dict[str, torch.dtype]] = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -91,6 +97,9 @@ class ModelRunner:
         # Static decode attends over real lengths with the split-K kernel where it runs, else over a masked
         # window; read when a graph is captured, so change it only before capture (benchmarks compare both).
         self.split_k_decode = kernel_available(device)
+        # Grammar bitmasks, [max_rows, ceil(V / 32)] int32, made with the first constrained sequence.
+        self.bitmask: torch.Tensor | None = None
+        self.prefilled_tokens = 0  # prompt tokens that went through the model (shared prefills count once)
 
     def make_generator(self, seed: int | None) -> torch.Generator:
         generator = torch.Generator(device=self.device)
@@ -98,25 +107,46 @@ class ModelRunner:
         return generator
 
     @torch.inference_mode()
-    def run(self, batch: ScheduledBatch) -> list[int]:
+    def run(self, batch: ScheduledBatch) -> tuple[list[int], list[LogprobRecord | None]]:
+        """Each sequence's next token, and its log probabilities where asked for."""
         logits = self._prefill(batch.seqs) if batch.is_prefill else self._decode(batch.seqs)
-        tokens = sample(logits, batch.seqs, self.eos_mask)  # [B] on device
-        return [int(t) for t in tokens.tolist()]  # the step's one host sync
+        tokens, scores = sample(logits, batch.seqs, self.eos_mask, self.bitmask)  # [B] on device
+        token_ids = [int(t) for t in tokens.tolist()]  # the step's one host sync
+        records: list[LogprobRecord | None] = []
+        for i, (seq, token_id) in enumerate(zip(batch.seqs, token_ids, strict=True)):
+            if seq.matcher is not None:
+                seq.matcher.accept_token(token_id)
+            top = seq.top_logprobs
+            if top is None:
+                records.append(None)
+            else:
+                logprob, alternatives = token_logprobs(scores[i], token_id, top)
+                records.append((logprob, tuple(alternatives)))
+        return token_ids, records
+
+    def ensure_bitmask(self, new_bitmask: Any) -> None:
+        """Allocate the grammar bitmask once (``new_bitmask(rows)``: the grammar cache's allocator)."""
+        if self.bitmask is None:
+            self.bitmask = new_bitmask(self.input_ids.shape[0])
 
     def _host_tensor(self, values: list[int]) -> torch.Tensor:
         # Pinned on CUDA, so the copy into a static buffer is asynchronous.
         return torch.tensor(values, dtype=torch.long, pin_memory=self.device.type == "cuda")
 
     def _prefill(self, seqs: list[Sequence]) -> torch.Tensor:
+        # Followers whose leader is in this batch share its prefill: only the others go through the model.
+        in_batch = {seq.seq_id: i for i, seq in enumerate(seqs)}
+        computed = [seq for seq in seqs if seq.prefill_from not in in_batch]
         ids: list[int] = []
         positions: list[int] = []
         cu_seqlens = [0]
-        for seq in seqs:
+        for seq in computed:
             ids.extend(seq.prompt_ids)
             positions.extend(range(seq.num_prompt_tokens))
             cu_seqlens.append(len(ids))
-        slots_host = [seq.slot for seq in seqs if seq.slot is not None]
-        assert len(slots_host) == len(seqs)
+        slots_host = [seq.slot for seq in computed if seq.slot is not None]
+        assert len(slots_host) == len(computed)
+        self.prefilled_tokens += len(ids)
         meta = AttentionMetadata(
             is_prefill=True,
             slots=self._host_tensor(slots_host).to(self.device, non_blocking=True),
@@ -126,8 +156,23 @@ class ModelRunner:
         )
         input_ids = self._host_tensor(ids).to(self.device, non_blocking=True)  # [T]
         hidden = self.model(input_ids, meta, self.kv_cache)  # [T, hidden]
-        last = self._host_tensor([end - 1 for end in cu_seqlens[1:]]).to(self.device, non_blocking=True)  # [B]
+        row_of = {seq.seq_id: row for row, seq in enumerate(computed)}
+        for seq in seqs:
+            if seq.seq_id not in row_of:  # a follower: its leader's prompt KV, in its own slot
+                assert seq.prefill_from is not None
+                leader = seqs[in_batch[seq.prefill_from]]
+                self._copy_prompt_kv(leader, seq)
+                row_of[seq.seq_id] = row_of[leader.seq_id]
+        ends = [cu_seqlens[row_of[seq.seq_id] + 1] - 1 for seq in seqs]
+        last = self._host_tensor(ends).to(self.device, non_blocking=True)  # [B]
         return self.model.compute_logits(hidden[last])  # [B, V]
+
+    def _copy_prompt_kv(self, source: Sequence, target: Sequence) -> None:
+        assert source.slot is not None and target.slot is not None
+        length = source.num_prompt_tokens
+        for k, v in zip(self.kv_cache.k, self.kv_cache.v, strict=True):  # [slots + 1, Hkv, max_len, D] each
+            k[target.slot, :, :length].copy_(k[source.slot, :, :length])
+            v[target.slot, :, :length].copy_(v[source.slot, :, :length])
 
     def _decode(self, seqs: list[Sequence]) -> torch.Tensor:
         n = len(seqs)

@@ -3,8 +3,9 @@
 Every engine step is either a *prefill* step or a *decode* step, never a mix:
 
 - Admission: while a request waits, a KV slot is free and fewer than ``max_batch_size`` sequences run, the
-  oldest waiting sequence takes a slot and joins ``running``. KV capacity bounds admission: one slot holds a
-  whole sequence (``max_model_len`` tokens), so a sequence admitted can always run to its end.
+  oldest waiting sequence takes a slot and joins ``running``, with the other choices of its prompt (all or
+  none). KV capacity bounds admission: one slot holds a whole sequence (``max_model_len`` tokens), so a
+  sequence admitted can always run to its end.
 - Policy: if this step admitted anything, the step prefills exactly those new sequences (their prompts go
   through the model and each gets its first token); otherwise the step decodes one token for every running
   sequence. So a request arriving mid-batch waits at most one decode step, and the running ones pause for
@@ -59,12 +60,18 @@ class Scheduler:
     def schedule(self) -> ScheduledBatch | None:
         """The next step: prefill of the newly admitted sequences, else decode of all running; None when idle."""
         admitted: list[Sequence] = []
-        while self.waiting and self.slots.can_allocate() and len(self.running) < self.max_batch_size:
-            seq = self.waiting.popleft()
-            seq.slot = self.slots.allocate()
-            seq.status = SequenceStatus.RUNNING
-            self.running.append(seq)
-            admitted.append(seq)
+        while self.waiting:
+            # A group of choices (n > 1) comes in together, so its prompt is prefilled once; one larger than
+            # the batch can ever be comes in as far as it fits, and the rest prefill on their own.
+            need = min(self.waiting[0].group_size, self.slots.num_slots, self.max_batch_size)
+            if self.slots.num_free < need or len(self.running) + need > self.max_batch_size:
+                break
+            for _ in range(need):
+                seq = self.waiting.popleft()
+                seq.slot = self.slots.allocate()
+                seq.status = SequenceStatus.RUNNING
+                self.running.append(seq)
+                admitted.append(seq)
         if admitted:
             return ScheduledBatch(admitted, is_prefill=True)
         if self.running:

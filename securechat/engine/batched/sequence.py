@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from enum import Enum, auto
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from securechat.engine.base import SamplingParams
 
@@ -36,6 +36,12 @@ class Sequence:
     slot: int | None = None  # KV cache row while RUNNING
     generator: torch.Generator | None = None  # seeded sampling; made by the runner on its device
     first_token_at: float | None = None  # time.perf_counter() when the first output token was sampled
+    grammar: str | None = field(default=None, repr=False)  # constrained decoding: a structural tag (tenant data)
+    matcher: Any = field(default=None, repr=False)  # the grammar's xgrammar.GrammarMatcher, made by the core
+    # Choices of one prompt (n > 1): the first is the leader, the others name it in ``prefill_from`` and are
+    # admitted with it, so the prompt is prefilled once and its KV copied to their slots.
+    prefill_from: int | None = None
+    group_size: int = 1  # on the leader: how many sequences its group holds, itself included
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -57,3 +63,8 @@ class Sequence:
     @property
     def is_greedy(self) -> bool:
         return self.sampling.temperature == 0
+
+    @property
+    def top_logprobs(self) -> int | None:
+        """How many alternatives each token's log probability comes with; None when none is asked for."""
+        return self.sampling.top_logprobs if self.sampling.logprobs else None
