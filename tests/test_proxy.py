@@ -117,8 +117,12 @@ def test_refused_attestation_is_an_openai_error(trust: TrustFiles, tmp_path: Pat
     [
         ({"json": {"messages": []}}, 400, "messages"),
         ({"json": {"messages": [{"role": "user", "content": "secret"}], "temperature": 9}}, 400, "temperature"),
-        ({"json": {"messages": [{"role": "user", "content": "secret"}], "n": 2}}, 400, "n"),
-        ({"json": {"messages": [{"role": "user", "content": "secret"}], "tools": [{"type": "function"}]}}, 400, None),
+        ({"json": {"messages": [{"role": "user", "content": "secret"}], "n": 9}}, 400, "n"),
+        (
+            {"json": {"messages": [{"role": "user", "content": "secret"}], "tools": [{"type": "function"}]}},
+            400,
+            "tools",
+        ),
         ({"content": b'{"messages": [{"role": "user", "content": "secret"}]}'}, 415, None),
     ],
 )

@@ -96,6 +96,8 @@ def test_parameters_that_cannot_change_the_answer_are_accepted(api: openai.OpenA
         logprobs=False,
         response_format={"type": "text"},
         logit_bias={},
+        tool_choice="none",
+        parallel_tool_calls=True,
     )
     assert reply.choices[0].message.content
 
@@ -104,12 +106,21 @@ def test_parameters_that_cannot_change_the_answer_are_accepted(api: openai.OpenA
     ("kwargs", "param"),
     [
         ({"logit_bias": {"42": 10}}, "logit_bias"),
-        ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
         ({"top_logprobs": 2}, "top_logprobs"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {"not": {}}}}},
+            "response_format.json_schema.schema.not",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"uniqueItems": True}}}]},
+            "tools.function.parameters.uniqueItems",
+        ),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "sometimes"}, "tool_choice"),
         ({"temperature": 0.005}, "temperature"),
-        ({"n": 2}, "n"),
+        ({"n": 9}, "n"),
+        ({"modalities": ["text", "audio"]}, "modalities"),
+        ({"extra_body": {"prediction": {"type": "content", "content": "x"}}}, "prediction"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"presence_penalty": 3}, "presence_penalty"),
         ({"extra_body": {"repetition_penalty": 1.2}}, "repetition_penalty"),

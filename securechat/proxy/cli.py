@@ -16,8 +16,8 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
     import uvicorn
 
     from securechat.proxy.app import create_proxy_app
+    from securechat.proxy.openai_common import MODEL_ID
     from securechat.proxy.origin import LOOPBACK_BINDS, allowed_hosts
-    from securechat.proxy.schemas import MODEL_ID
 
     try:
         config = config_from_args(args)

@@ -62,6 +62,12 @@ def from_exception(exc: Exception) -> ProxyError:
         message = "the answer failed verification (tampered, reordered or truncated); it was discarded"
         return ProxyError(502, "api_error", "response_verification_failed", message)
     if isinstance(exc, ResponseFailed):
+        if exc.code == "invalid_request" and exc.detail:  # the worker named what it cannot honour (sealed to us)
+            message = str(exc.detail.get("message") or "invalid request")
+            param = exc.detail.get("param")
+            return ProxyError(
+                400, "invalid_request_error", "invalid_request", message, param if isinstance(param, str) else None
+            )
         return ProxyError(502, "api_error", exc.code, f"the service ended the answer with error {exc.code}")
     if isinstance(exc, ServiceError):
         if exc.status in _RETRYABLE:
