@@ -13,7 +13,7 @@ TORCH_SPEC ?= torch==2.13.0
 export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup browser serve test lint typecheck unit bench-cpu bench-rag bench-serving bench-sealing bench-experiments bench-gpu bench-gpu-engine load-test tiny-model clean
+.PHONY: setup browser serve test lint typecheck unit bench-cpu bench-rag bench-serving bench-sealing bench-structured bench-experiments bench-gpu bench-gpu-engine load-test tiny-model clean
 
 setup: $(STAMP)
 
@@ -76,6 +76,9 @@ bench-serving: tiny-model
 
 bench-sealing: tiny-model
 	$(BIN)/python -m benchmarks.bench_sealing --out benchmarks/results/sealing/cpu.json
+
+bench-structured: tiny-model
+	$(BIN)/python -m benchmarks.bench_structured --rounds 7 --out benchmarks/results/structured/cpu.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

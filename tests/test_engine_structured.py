@@ -187,3 +187,21 @@ def test_a_grammar_that_does_not_compile_fails_the_request_not_the_engine(engine
         run(engine, bad)
     assert str(failed.value) == "grammar_invalid"
     assert text_of(run(engine, request(seed=1, max_new_tokens=3)))  # still serving
+
+
+def test_a_grammar_ends_its_sequence_even_with_eos_disabled() -> None:
+    """Benchmarks disable EOS; a constrained sequence still ends when its grammar takes the stop token."""
+    config = BatchedEngineConfig(
+        model=TINY_MODEL_NAME, device="cpu", max_new_tokens=160, max_input_tokens=512, disable_eos=True, core="thread"
+    )
+    engine = BatchedEngine(config)
+    asyncio.run(engine.start())
+    try:
+        spec = OutputSpec(ResponseFormat("json_schema", PERSON, "person"))
+        constrained = run(engine, request(spec, seed=4))
+        free = run(engine, request(seed=4, max_new_tokens=20))
+    finally:
+        asyncio.run(engine.close())
+    assert constrained[-1].stats is not None and constrained[-1].stats.finish_reason == "stop"
+    jsonschema.validate(json.loads(text_of(constrained)), PERSON)
+    assert free[-1].stats is not None and free[-1].stats.output_tokens == 20

@@ -84,6 +84,8 @@ class Scheduler:
         for seq, token_id in zip(seqs, token_ids, strict=True):
             seq.output_ids.append(token_id)
             hit_eos = not self.disable_eos and token_id in self.eos_token_ids
+            # A constrained sequence ends with its grammar (its stop token), EOS disabled or not.
+            hit_eos = hit_eos or (seq.matcher is not None and seq.matcher.is_terminated())
             if hit_eos or len(seq.output_ids) >= seq.max_new_tokens:
                 self.running.remove(seq)
                 self._release(seq, SequenceStatus.FINISHED)
