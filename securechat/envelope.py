@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -52,7 +52,8 @@ MAX_ENVELOPE_BYTES = 4 << 20
 MAX_HEADER_BYTES = 32 << 10  # MAX_RECIPIENTS wraps of ~90 bytes each, plus the ids
 MAX_RECIPIENTS = 256
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
+ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
+_ID = re.compile(ID_PATTERN)
 
 
 def is_valid_id(value: object) -> bool:

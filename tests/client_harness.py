@@ -227,8 +227,18 @@ def serve_asgi(app: Any, *, lifespan: Literal["on", "off"] = "off") -> Iterator[
         sock.close()
 
 
+@dataclass
+class GatewayApp:
+    """The gateway's ASGI app over an in-process pool, before it is served."""
+
+    app: Any
+    pool: FakePool
+    calls: list[int]
+    tenancy: Any
+
+
 @contextmanager
-def serve_gateway(
+def gateway_app(
     workers: Sequence[EnclaveWorker],
     *,
     tenants_dir: Path | None = None,
@@ -236,7 +246,7 @@ def serve_gateway(
     rag: RagSettings | None = None,
     default_policy: TenantPolicy | None = None,
     transparency_log: Path | None = None,
-) -> Iterator[LocalService]:
+) -> Iterator[GatewayApp]:
     """The gateway over ``workers``; with ``tenants_dir``, API keys are required (store and secret there); with
     ``documents`` (and ``rag`` enabled), the collection routes and modes are served; with ``transparency_log``,
     that release log is served at /v1/transparency/..."""
@@ -261,9 +271,31 @@ def serve_gateway(
     pools: dict[str, Any] = {REGION: pool}  # FakePool is a WorkerPool by shape
     backend = CountingBackend(InferenceDispatcher(pools), calls)
     app.state.service = GatewayService(settings, backend, tenancy, documents=documents)
-    counter = PathCounter(app)
     try:
-        with serve_asgi(counter) as url:
-            yield LocalService(url, pool, counter, calls, tenancy.store)
+        yield GatewayApp(app, pool, calls, tenancy)
     finally:
         tenancy.close()
+
+
+@contextmanager
+def serve_gateway(
+    workers: Sequence[EnclaveWorker],
+    *,
+    tenants_dir: Path | None = None,
+    documents: AsyncDocumentStore | None = None,
+    rag: RagSettings | None = None,
+    default_policy: TenantPolicy | None = None,
+    transparency_log: Path | None = None,
+) -> Iterator[LocalService]:
+    """``gateway_app`` served on a free port."""
+    with gateway_app(
+        workers,
+        tenants_dir=tenants_dir,
+        documents=documents,
+        rag=rag,
+        default_policy=default_policy,
+        transparency_log=transparency_log,
+    ) as built:
+        counter = PathCounter(built.app)
+        with serve_asgi(counter) as url:
+            yield LocalService(url, built.pool, counter, built.calls, built.tenancy.store)

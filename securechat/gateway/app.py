@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from securechat.errors import ErrorCode
 from securechat.gateway.collections import CollectionAdmin
 from securechat.gateway.http_errors import STATUS, HTTPError, error_response
+from securechat.gateway.openapi import AUTH, BODY, COLLECTION, SEALED, UPSTREAM, errors, stream_answer
 from securechat.gateway.schemas import (
     ID_PATTERN,
     DocumentDeletion,
@@ -26,6 +27,7 @@ from securechat.gateway.schemas import (
 )
 from securechat.gateway.service import GatewayService
 from securechat.gateway.transparency import router as transparency_router
+from securechat.openapi_docs import json_body
 from securechat.tenants.auth import AuthError
 
 FRAMES_MEDIA_TYPE = "application/octet-stream"
@@ -144,8 +146,17 @@ async def _sealed_operation(request: Request, mode: Mode, collection_id: str | N
     return await _stream_answer(request, body, want_sse=False)
 
 
+class NotReady(BaseModel):
+    status: str
+    regions_without_ready_worker: list[str]
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="SecureChat gateway", version="1")
+    sealed_route: dict[str, Any] = {
+        "responses": {**stream_answer(FRAMES_MEDIA_TYPE), **errors(SEALED)},
+        "openapi_extra": json_body(SealedOperation),
+    }
 
     @app.exception_handler(RequestValidationError)
     async def _on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -159,56 +170,69 @@ def create_app() -> FastAPI:
         service.record_refusal(STATUS[error.code], started)
         return error_response(error, service.settings.gateway.retry_after_s)
 
-    @app.post("/infer", response_model=None)
+    @app.post(
+        "/infer",
+        response_model=None,
+        responses={**stream_answer(FRAMES_MEDIA_TYPE, SSE_MEDIA_TYPE), **errors(SEALED)},
+        openapi_extra=json_body(InferRequest),
+    )
     async def infer(request: Request) -> Response:
         body = await _authorized_body(request, InferRequest)
         return await _stream_answer(request, body, want_sse=SSE_MEDIA_TYPE in request.headers.get("accept", ""))
 
-    @app.post("/v1/collections", status_code=201)
+    @app.post(
+        "/v1/collections", status_code=201, responses=errors(BODY, COLLECTION), openapi_extra=json_body(NewCollection)
+    )
     async def create_collection(request: Request) -> dict[str, Any]:
         """A new, empty collection of the tenant: an opaque id. Its key is made and kept by the client."""
         body = await _authorized_body(request, NewCollection)
         return await _collections(request).create(body.tenant_id)
 
-    @app.get("/v1/collections")
+    @app.get("/v1/collections", responses=errors(AUTH, COLLECTION, [ErrorCode.INVALID_REQUEST]))
     async def list_collections(request: Request, tenant_id: TenantQuery) -> dict[str, Any]:
         await _authorize_query(request, tenant_id)
         return {"collections": await _collections(request).list_for(tenant_id)}
 
-    @app.delete("/v1/collections/{collection_id}")
+    @app.delete("/v1/collections/{collection_id}", responses=errors(AUTH, COLLECTION, [ErrorCode.INVALID_REQUEST]))
     async def delete_collection(request: Request, collection_id: IdPath, tenant_id: TenantQuery) -> dict[str, Any]:
         """Every sealed blob of the collection goes (forgetting its key shreds any copy elsewhere)."""
         await _authorize_query(request, tenant_id)
         await _collections(request).delete(tenant_id, collection_id)
         return {"deleted": collection_id}
 
-    @app.get("/v1/collections/{collection_id}/documents")
+    @app.get(
+        "/v1/collections/{collection_id}/documents", responses=errors(AUTH, COLLECTION, [ErrorCode.INVALID_REQUEST])
+    )
     async def list_documents(request: Request, collection_id: IdPath, tenant_id: TenantQuery) -> dict[str, Any]:
         """The documents (ids, versions, sizes, sealed metadata) and the collection's sealed manifest."""
         await _authorize_query(request, tenant_id)
         return await _collections(request).documents(tenant_id, collection_id)
 
-    @app.delete("/v1/collections/{collection_id}/documents/{doc_id}")
+    @app.delete(
+        "/v1/collections/{collection_id}/documents/{doc_id}",
+        responses=errors(BODY, COLLECTION),
+        openapi_extra=json_body(DocumentDeletion),
+    )
     async def delete_document(request: Request, collection_id: IdPath, doc_id: IdPath) -> dict[str, Any]:
         """The body carries the tenant and the collection's next manifest, which only the key holder can write."""
         body = await _authorized_body(request, DocumentDeletion)
         await _collections(request).delete_document(body.tenant_id, collection_id, doc_id, body.manifest)
         return {"deleted": doc_id}
 
-    @app.post("/v1/collections/{collection_id}/documents", response_model=None)
+    @app.post("/v1/collections/{collection_id}/documents", response_model=None, **sealed_route)
     async def add_documents(request: Request, collection_id: IdPath) -> Response:
         """Ingest: the envelope holds the documents and the collection key, sealed for the workers."""
         return await _sealed_operation(request, "ingest", collection_id)
 
-    @app.post("/v1/collections/{collection_id}/search", response_model=None)
+    @app.post("/v1/collections/{collection_id}/search", response_model=None, **sealed_route)
     async def search(request: Request, collection_id: IdPath) -> Response:
         return await _sealed_operation(request, "search", collection_id)
 
-    @app.post("/v1/embeddings", response_model=None)
+    @app.post("/v1/embeddings", response_model=None, **sealed_route)
     async def embeddings(request: Request) -> Response:
         return await _sealed_operation(request, "embed", None)
 
-    @app.get("/v1/workers")
+    @app.get("/v1/workers", responses=errors(UPSTREAM))
     async def workers(request: Request) -> dict[str, Any]:
         """Each region's live workers: id, state, platform (what attests it), key ids. No secrets."""
         service = _service(request)
@@ -227,7 +251,7 @@ def create_app() -> FastAPI:
             ]
         return {"regions": regions}
 
-    @app.get("/v1/keys")
+    @app.get("/v1/keys", responses=errors(UPSTREAM, [ErrorCode.UNKNOWN_REGION, ErrorCode.INVALID_REQUEST]))
     async def keys(request: Request, region: str) -> dict[str, Any]:
         """Public keys a client seals to (unverified here; attestation is the verified path)."""
         service = _service(request)
@@ -235,7 +259,10 @@ def create_app() -> FastAPI:
             raise HTTPError(ErrorCode.UNKNOWN_REGION)
         return {"region": region, "workers": await service.keys.workers(region)}
 
-    @app.get("/v1/attestation")
+    @app.get(
+        "/v1/attestation",
+        responses=errors(UPSTREAM, [ErrorCode.UNKNOWN_REGION, ErrorCode.INVALID_REQUEST, ErrorCode.RATE_LIMITED]),
+    )
     async def attestation(
         request: Request,
         nonce: Annotated[str, Query(pattern=NONCE_PATTERN, description="verifier's fresh nonce, hex")],
@@ -257,7 +284,7 @@ def create_app() -> FastAPI:
         """Liveness: the gateway answers. Whether requests can be served is /readyz."""
         return {"status": "ok"}
 
-    @app.get("/readyz", response_model=None)
+    @app.get("/readyz", response_model=None, responses={503: {"model": NotReady, "description": "not ready"}})
     async def readyz(request: Request) -> JSONResponse:
         """Readiness: 200 once every region has a serving worker, else 503 naming the regions without one."""
         service = _service(request)

@@ -25,6 +25,7 @@ from fastapi.responses import PlainTextResponse
 
 from securechat.errors import ErrorCode
 from securechat.gateway.http_errors import HTTPError
+from securechat.gateway.openapi import TRANSPARENCY, errors
 from securechat.transparency import LogCorrupted, NoCheckpoint, ReleaseLog, open_log
 from securechat.transparency.evidence import encode_hashes
 from securechat.transparency.log import MAX_ENTRIES_PER_CALL
@@ -56,14 +57,19 @@ def _log(request: Request) -> Iterator[ReleaseLog]:
         raise HTTPError(ErrorCode.LOG_CORRUPTED) from None
 
 
-@router.get("/checkpoint", response_class=PlainTextResponse)
+CHECKPOINT_ANSWER: Final[dict[int | str, dict[str, Any]]] = {
+    200: {"description": "the signed checkpoint", "content": {"text/plain": {"schema": {"type": "string"}}}}
+}
+
+
+@router.get("/checkpoint", response_model=None, responses={**CHECKPOINT_ANSWER, **errors(TRANSPARENCY)})
 def checkpoint(request: Request) -> PlainTextResponse:
     """The newest checkpoint in the C2SP signed-note format (c2sp.org/tlog-checkpoint)."""
     with _log(request) as log:
         return PlainTextResponse(log.latest_checkpoint(), media_type=NOTE_MEDIA_TYPE)
 
 
-@router.get("/evidence")
+@router.get("/evidence", responses=errors(TRANSPARENCY))
 def evidence(
     request: Request,
     leaf_hash: Annotated[str, Query(pattern=LEAF_HASH_PATTERN, description="the manifest's leaf hash")],
@@ -75,7 +81,7 @@ def evidence(
         return log.evidence(bytes.fromhex(leaf_hash), old_size).to_dict()
 
 
-@router.get("/consistency")
+@router.get("/consistency", responses=errors(TRANSPARENCY))
 def consistency(request: Request, old_size: Size, new_size: Size) -> dict[str, Any]:
     with _log(request) as log:
         if new_size > log.size() or old_size > new_size:
@@ -84,7 +90,7 @@ def consistency(request: Request, old_size: Size, new_size: Size) -> dict[str, A
     return {"old_size": old_size, "new_size": new_size, "proof": encode_hashes(proof)}
 
 
-@router.get("/entries")
+@router.get("/entries", responses=errors(TRANSPARENCY))
 def entries(request: Request, start: Size, end: Size) -> dict[str, Any]:
     """Entries ``start`` to ``end - 1`` (at most ``MAX_ENTRIES_PER_CALL``, clipped to the tree): each the
     signed manifest exactly as hashed into its leaf."""

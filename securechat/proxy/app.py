@@ -15,13 +15,15 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from securechat.client import SecureChatClient
 from securechat.proxy.chat import chat_router
 from securechat.proxy.completions import completions_router
-from securechat.proxy.errors import ProxyRefusal
+from securechat.proxy.errors import ProxyError, ProxyRefusal, invalid_request
 from securechat.proxy.openai_common import models_list
 from securechat.proxy.origin import LOOPBACK_HOSTS, SameOriginOnly
 from securechat.proxy.page import page_router
@@ -72,6 +74,19 @@ def create_proxy_app(client_factory: ClientFactory, *, allowed_hosts: Sequence[s
     @app.exception_handler(ProxyRefusal)
     async def _on_refusal(_: Request, refusal: ProxyRefusal) -> JSONResponse:
         return refusal.error.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        # OpenAI's shape, naming the field and never echoing its value (FastAPI's default body does).
+        first = error.errors()[0]
+        param = ".".join(str(part) for part in first["loc"][1:]) or None
+        return invalid_request(f"invalid request: {first['msg']}", param).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own refusals (a malformed multipart body, an unknown route) in OpenAI's shape too.
+        kind = "invalid_request_error" if error.status_code < 500 else "api_error"
+        return ProxyError(error.status_code, kind, "invalid_request", str(error.detail)).response()
 
     @app.get("/v1/models")
     async def models() -> JSONResponse:

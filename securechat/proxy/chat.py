@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -40,6 +40,7 @@ from securechat.engine.base import (
     ToolCallRef,
 )
 from securechat.logs import get_logger, log_event
+from securechat.openapi_docs import json_body
 from securechat.proxy.errors import ProxyError, from_exception
 from securechat.proxy.openai_common import (
     DEFAULT_TEMPERATURE,
@@ -48,6 +49,8 @@ from securechat.proxy.openai_common import (
     UnsupportedParameter,
     chat_logprobs,
     check_model,
+    error_responses,
+    json_or_events,
     parse_request,
     tool_call_dict,
     usage,
@@ -77,19 +80,36 @@ class ToolCallItem(BaseModel):
     function: FunctionCall
 
 
+def _text(content: str | list[TextPart] | None) -> str:
+    return "".join(part.text for part in content) if isinstance(content, list) else content or ""
+
+
 class Message(BaseModel):
+    """A system, developer, user or assistant message (an assistant's may carry the tool calls it made)."""
+
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart] | None = None
     tool_calls: list[ToolCallItem] | None = Field(default=None, max_length=64)
-    tool_call_id: str | None = None
 
     def to_chat_message(self) -> ChatMessage:
         role = "system" if self.role == "developer" else self.role
-        text = "".join(part.text for part in self.content) if isinstance(self.content, list) else self.content or ""
         calls = tuple(ToolCallRef(c.id, c.function.name, c.function.arguments) for c in self.tool_calls or ())
-        return ChatMessage(role, text, calls, self.tool_call_id)
+        return ChatMessage(role, _text(self.content), calls)
+
+
+class ToolMessage(BaseModel):
+    """A tool's result, naming the call it answers."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["tool"]
+    content: str | list[TextPart]
+    tool_call_id: str
+
+    def to_chat_message(self) -> ChatMessage:
+        return ChatMessage("tool", _text(self.content), tool_call_id=self.tool_call_id)
 
 
 class StreamOptions(BaseModel):
@@ -107,7 +127,9 @@ class ChatCompletionRequest(CheckedRequest):
     }
 
     model: str = MODEL_ID
-    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
+    messages: list[Annotated[Message | ToolMessage, Field(discriminator="role")]] = Field(
+        min_length=1, max_length=MAX_MESSAGES
+    )
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=32768)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0, allow_inf_nan=False)
@@ -138,9 +160,6 @@ class ChatCompletionRequest(CheckedRequest):
             raise UnsupportedParameter("stop", f"stop takes up to {MAX_STOP_STRINGS} non-empty strings")
         if self.top_logprobs and not self.logprobs:
             raise UnsupportedParameter("top_logprobs", "top_logprobs needs logprobs: true")
-        for index, message in enumerate(self.messages):
-            if (message.role == "tool") != (message.tool_call_id is not None):
-                raise UnsupportedParameter(f"messages.{index}.tool_call_id", "a tool message names its tool_call_id")
         # The response format and tools, checked as the worker will (a schema keyword it cannot keep is named).
         parse_output_spec(self.response_format, self.tools, self.tool_choice, self.parallel_tool_calls)
         super().check_supported()
@@ -236,7 +255,12 @@ def chunk_choice(index: int, delta: dict[str, Any], finish: str | None = None, l
 def chat_router(client_of: Callable[[], SecureChatClient]) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/v1/chat/completions", response_model=None)
+    @router.post(
+        "/v1/chat/completions",
+        response_model=None,
+        responses={**json_or_events(), **error_responses()},
+        openapi_extra=json_body(ChatCompletionRequest),
+    )
     async def chat_completions(request: Request) -> Response:
         started = time.perf_counter()
         parsed = parse_request(await request.body(), request.headers.get("content-type", ""), ChatCompletionRequest)

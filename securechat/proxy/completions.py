@@ -29,6 +29,7 @@ from securechat.engine.base import (
     MIN_TEMPERATURE,
     TokenLogprob,
 )
+from securechat.openapi_docs import json_body
 from securechat.proxy.chat import SDK_ERRORS, StreamOptions
 from securechat.proxy.errors import from_exception
 from securechat.proxy.openai_common import (
@@ -37,6 +38,8 @@ from securechat.proxy.openai_common import (
     CheckedRequest,
     UnsupportedParameter,
     check_model,
+    error_responses,
+    json_or_events,
     parse_request,
     token_text,
     usage,
@@ -136,7 +139,12 @@ def choice_object(choice: Choice, logprobs: bool) -> dict[str, Any]:
 def completions_router(client_of: Callable[[], SecureChatClient]) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/v1/completions", response_model=None)
+    @router.post(
+        "/v1/completions",
+        response_model=None,
+        responses={**json_or_events(), **error_responses()},
+        openapi_extra=json_body(CompletionRequest),
+    )
     async def completions(request: Request) -> Response:
         parsed = parse_request(await request.body(), request.headers.get("content-type", ""), CompletionRequest)
         try:

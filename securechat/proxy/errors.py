@@ -27,6 +27,7 @@ _PASS_THROUGH = {
     409: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
+    422: "invalid_request_error",  # the service found the request invalid: a value the proxy passed on
 }
 _RETRYABLE = (429, 503)
 
@@ -74,7 +75,8 @@ def from_exception(exc: Exception) -> ProxyError:
             kind = "rate_limit_error" if exc.status == 429 else "api_error"
             return ProxyError(exc.status, kind, exc.code, str(exc), retry_after=exc.retry_after)
         if exc.status in _PASS_THROUGH:
-            return ProxyError(exc.status, _PASS_THROUGH[exc.status], exc.code, str(exc))
+            status = 400 if exc.status == 422 else exc.status  # OpenAI clients expect 400 for a bad request
+            return ProxyError(status, _PASS_THROUGH[exc.status], exc.code, str(exc))
         return ProxyError(502, "api_error", exc.code, str(exc))
     if isinstance(exc, ConfigError):
         return ProxyError(500, "api_error", "proxy_misconfigured", str(exc))

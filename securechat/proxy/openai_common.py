@@ -117,3 +117,32 @@ def tool_call_dict(call: ToolCall, index: int | None = None) -> dict[str, Any]:
 
 def models_list() -> dict[str, Any]:
     return {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "securechat"}]}
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIErrorBody(BaseModel):
+    """Every error the proxy answers, in OpenAI's shape; messages are content-free."""
+
+    error: OpenAIErrorDetail
+
+
+# What an OpenAI route of the proxy can answer besides 200: its own refusals (400, 404, 413, 415), the
+# service's passed through (401, 403, 404, 409, 413, 415, 429, 503), 500 for a broken local setup, 502 when
+# attestation or the answer's verification failed or the service ended the answer with an error.
+ROUTE_STATUSES: Final = (400, 401, 403, 404, 409, 413, 415, 429, 500, 502, 503)
+
+
+def error_responses(statuses: tuple[int, ...] = ROUTE_STATUSES) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": OpenAIErrorBody, "description": "an OpenAI-shaped error"} for status in statuses}
+
+
+def json_or_events() -> dict[int | str, dict[str, Any]]:
+    """The 200 of a route that answers JSON, or server-sent events with ``stream: true``."""
+    content = {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {"schema": {"type": "string"}}}
+    return {200: {"description": "the answer, or its events when streamed", "content": content}}

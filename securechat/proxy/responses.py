@@ -29,6 +29,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from securechat.client import CompletionStream, SecureChatClient
 from securechat.engine.base import MIN_TEMPERATURE, ChatMessage, ToolCallRef
+from securechat.openapi_docs import json_body
 from securechat.proxy.chat import SDK_ERRORS
 from securechat.proxy.errors import from_exception
 from securechat.proxy.openai_common import (
@@ -37,6 +38,8 @@ from securechat.proxy.openai_common import (
     CheckedRequest,
     UnsupportedParameter,
     check_model,
+    error_responses,
+    json_or_events,
     parse_request,
 )
 from securechat.request_body import MAX_MESSAGES
@@ -259,7 +262,12 @@ class ResponseBuilder:
 def responses_router(client_of: Callable[[], SecureChatClient]) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/v1/responses", response_model=None)
+    @router.post(
+        "/v1/responses",
+        response_model=None,
+        responses={**json_or_events(), **error_responses()},
+        openapi_extra=json_body(ResponseRequest),
+    )
     async def responses(request: Request) -> Response:
         parsed = parse_request(await request.body(), request.headers.get("content-type", ""), ResponseRequest)
         try:

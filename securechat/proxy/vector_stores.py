@@ -16,10 +16,10 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import numpy as np
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Path, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -27,7 +27,10 @@ from starlette.concurrency import run_in_threadpool
 from securechat.client import ClientError, InvalidCiphertext, ResponseFailed, SecureChatClient
 from securechat.client.collections import MEDIA_TYPES_BY_SUFFIX, Collection, DocumentError, DocumentFile
 from securechat.client.keyring import KeyringError
+from securechat.envelope import ID_PATTERN
+from securechat.openapi_docs import json_body
 from securechat.proxy.errors import ProxyError, ProxyRefusal, from_exception, invalid_request
+from securechat.proxy.openai_common import error_responses
 
 MAX_UPLOAD_BYTES: Final = 4 << 20
 MAX_PENDING_FILES: Final = 64
@@ -57,7 +60,7 @@ class PendingFiles:
             while len(self._files) > MAX_PENDING_FILES:
                 self._files.popitem(last=False)
 
-    def get(self, file_id: str) -> PendingFile | None:
+    def get(self, file_id: StoreId) -> PendingFile | None:
         with self._lock:
             return self._files.get(file_id)
 
@@ -89,16 +92,20 @@ class EmbeddingsRequest(BaseModel):
     encoding_format: str = Field(default="float", pattern="^(float|base64)$")  # base64: float32, little endian
 
 
+StoreId = Annotated[str, Path(pattern=ID_PATTERN)]  # vector store and file ids: the service's id rule
+
+
 def vector_store_router(client: Callable[[], SecureChatClient]) -> APIRouter:
     router = APIRouter()
     pending = PendingFiles()
+    errors = error_responses()
 
-    @router.post("/v1/vector_stores")
+    @router.post("/v1/vector_stores", responses=errors, openapi_extra=json_body(NewVectorStore, required=False))
     async def create_vector_store(request: Request) -> JSONResponse:
         body = await _json(request, NewVectorStore)
         return await _call(lambda c: _store_object(c.collections.create(body.name)), client)
 
-    @router.get("/v1/vector_stores")
+    @router.get("/v1/vector_stores", responses=errors)
     async def list_vector_stores() -> JSONResponse:
         def listing(c: SecureChatClient) -> dict[str, Any]:
             stores = [_store_object(s) for s in c.collections.list_all() if s.has_key]
@@ -106,8 +113,8 @@ def vector_store_router(client: Callable[[], SecureChatClient]) -> APIRouter:
 
         return await _call(listing, client)
 
-    @router.get("/v1/vector_stores/{vector_store_id}")
-    async def retrieve_vector_store(vector_store_id: str) -> JSONResponse:
+    @router.get("/v1/vector_stores/{vector_store_id}", responses=errors)
+    async def retrieve_vector_store(vector_store_id: StoreId) -> JSONResponse:
         def find(c: SecureChatClient) -> dict[str, Any]:
             for store in c.collections.list_all():
                 if store.collection_id == vector_store_id and store.has_key:
@@ -116,15 +123,15 @@ def vector_store_router(client: Callable[[], SecureChatClient]) -> APIRouter:
 
         return await _call(find, client)
 
-    @router.delete("/v1/vector_stores/{vector_store_id}")
-    async def delete_vector_store(vector_store_id: str) -> JSONResponse:
+    @router.delete("/v1/vector_stores/{vector_store_id}", responses=errors)
+    async def delete_vector_store(vector_store_id: StoreId) -> JSONResponse:
         def delete(c: SecureChatClient) -> dict[str, Any]:
             c.collections.delete(vector_store_id)
             return {"id": vector_store_id, "object": "vector_store.deleted", "deleted": True}
 
         return await _call(delete, client)
 
-    @router.post("/v1/files")
+    @router.post("/v1/files", responses=errors)
     async def upload_file(file: UploadFile = File(...), purpose: str = Form("assistants")) -> JSONResponse:  # noqa: B008
         raw = await file.read(MAX_UPLOAD_BYTES + 1)
         filename = (file.filename or "upload.txt")[:255]
@@ -152,8 +159,8 @@ def vector_store_router(client: Callable[[], SecureChatClient]) -> APIRouter:
             }
         )
 
-    @router.post("/v1/vector_stores/{vector_store_id}/files")
-    async def attach_file(vector_store_id: str, request: Request) -> JSONResponse:
+    @router.post("/v1/vector_stores/{vector_store_id}/files", responses=errors, openapi_extra=json_body(AttachFile))
+    async def attach_file(vector_store_id: StoreId, request: Request) -> JSONResponse:
         body = await _json(request, AttachFile)
         record = pending.get(body.file_id)
         if record is None:
@@ -166,24 +173,24 @@ def vector_store_router(client: Callable[[], SecureChatClient]) -> APIRouter:
 
         return await _call(attach, client)
 
-    @router.get("/v1/vector_stores/{vector_store_id}/files")
-    async def list_files(vector_store_id: str) -> JSONResponse:
+    @router.get("/v1/vector_stores/{vector_store_id}/files", responses=errors)
+    async def list_files(vector_store_id: StoreId) -> JSONResponse:
         def listing(c: SecureChatClient) -> dict[str, Any]:
             documents = c.collections.documents(vector_store_id)
             return _page([_file_object(d.doc_id, vector_store_id, d.num_bytes, int(d.created_at)) for d in documents])
 
         return await _call(listing, client)
 
-    @router.delete("/v1/vector_stores/{vector_store_id}/files/{file_id}")
-    async def delete_file(vector_store_id: str, file_id: str) -> JSONResponse:
+    @router.delete("/v1/vector_stores/{vector_store_id}/files/{file_id}", responses=errors)
+    async def delete_file(vector_store_id: StoreId, file_id: StoreId) -> JSONResponse:
         def delete(c: SecureChatClient) -> dict[str, Any]:
             c.collections.delete_document(vector_store_id, file_id)
             return {"id": file_id, "object": "vector_store.file.deleted", "deleted": True}
 
         return await _call(delete, client)
 
-    @router.post("/v1/vector_stores/{vector_store_id}/search")
-    async def search(vector_store_id: str, request: Request) -> JSONResponse:
+    @router.post("/v1/vector_stores/{vector_store_id}/search", responses=errors, openapi_extra=json_body(SearchRequest))
+    async def search(vector_store_id: StoreId, request: Request) -> JSONResponse:
         body = await _json(request, SearchRequest)
 
         def run(c: SecureChatClient) -> dict[str, Any]:
@@ -209,7 +216,7 @@ def vector_store_router(client: Callable[[], SecureChatClient]) -> APIRouter:
 
         return await _call(run, client)
 
-    @router.post("/v1/embeddings")
+    @router.post("/v1/embeddings", responses=errors, openapi_extra=json_body(EmbeddingsRequest))
     async def embeddings(request: Request) -> JSONResponse:
         body = await _json(request, EmbeddingsRequest)
         if body.model != EMBEDDING_MODEL:
@@ -235,9 +242,10 @@ Body = TypeVar("Body", bound=BaseModel)
 
 async def _json(request: Request, model: type[Body]) -> Body:
     """The JSON body as ``model``; a bad one raises ProxyRefusal (answered by the app's handler)."""
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-        raise ProxyRefusal(invalid_request("send Content-Type: application/json", status=415))
     raw = await request.body()
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if raw and media_type != "application/json":  # no body at all is the empty object
+        raise ProxyRefusal(invalid_request("send Content-Type: application/json", status=415))
     try:
         return model.model_validate_json(raw or b"{}")
     except ValidationError as exc:
@@ -299,7 +307,7 @@ def _store_object(store: Collection) -> dict[str, Any]:
     }
 
 
-def _file_object(file_id: str, vector_store_id: str, num_bytes: int, created_at: int) -> dict[str, Any]:
+def _file_object(file_id: str, vector_store_id: StoreId, num_bytes: int, created_at: int) -> dict[str, Any]:
     return {
         "id": file_id,
         "object": "vector_store.file",
