@@ -46,6 +46,7 @@ class ErrorCode(StrEnum):
     ENGINE_FAILED = "engine_failed"
     OVERLOADED = "overloaded"
     DATABASE_UNAVAILABLE = "database_unavailable"  # the tenant or document database cannot be reached
+    ISSUER_UNAVAILABLE = "issuer_unavailable"  # a token's identity provider has no keys at hand and is unreachable
     CANCELLED = "cancelled"
     INTERNAL = "internal_error"
     # Collections (RAG): the host's own refusals, and a worker's about a document it could not take.

@@ -23,6 +23,7 @@ ALLOWED_FIELDS: Final = frozenset(
         "mode",
         "suite",
         "platform",
+        "issuer",  # an identity provider's host, from config
         "model",
         "engine",
         "deployment",

@@ -47,6 +47,7 @@ from securechat.rag.store_client import AsyncDocumentStore
 from securechat.stream import MIN_FRAME_BYTES
 from securechat.suites import DEFAULT_SUITES
 from securechat.tenants.auth import AuthMode, AuthSettings
+from securechat.tenants.oidc import IssuerSettings
 from securechat.tenants.policy import TenantPolicy
 from securechat.tenants.settings import TenantsSettings
 from securechat.tenants.store import TenantStore
@@ -246,6 +247,7 @@ def gateway_app(
     rag: RagSettings | None = None,
     default_policy: TenantPolicy | None = None,
     transparency_log: Path | None = None,
+    issuers: Sequence[IssuerSettings] = (),
 ) -> Iterator[GatewayApp]:
     """The gateway over ``workers``; with ``tenants_dir``, API keys are required (store and secret there); with
     ``documents`` (and ``rag`` enabled), the collection routes and modes are served; with ``transparency_log``,
@@ -253,7 +255,7 @@ def gateway_app(
     pool = FakePool(list(workers))
     calls: list[int] = []
     app = create_app()
-    auth = AuthSettings(mode=AuthMode.REQUIRED if tenants_dir else AuthMode.DISABLED)
+    auth = AuthSettings(mode=AuthMode.REQUIRED if tenants_dir else AuthMode.DISABLED, issuers=tuple(issuers))
     directory = tenants_dir or Path("/nonexistent")
     tenants = TenantsSettings(
         store_path=directory / "tenants.db",
@@ -286,6 +288,7 @@ def serve_gateway(
     rag: RagSettings | None = None,
     default_policy: TenantPolicy | None = None,
     transparency_log: Path | None = None,
+    issuers: Sequence[IssuerSettings] = (),
 ) -> Iterator[LocalService]:
     """``gateway_app`` served on a free port."""
     with gateway_app(
@@ -295,6 +298,7 @@ def serve_gateway(
         rag=rag,
         default_policy=default_policy,
         transparency_log=transparency_log,
+        issuers=issuers,
     ) as built:
         counter = PathCounter(built.app)
         with serve_asgi(counter) as url:

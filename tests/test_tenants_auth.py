@@ -21,7 +21,7 @@ def setup(tmp_path: Path) -> tuple[Authenticator, TenantStore, str]:
 def test_parse_bearer() -> None:
     assert parse_bearer("Bearer abc") == "abc"
     assert parse_bearer("bearer   abc ") == "abc"
-    for bad in [None, "", "Bearer", "Bearer ", "Basic abc", "Bearer a b", "Token abc", "Bearer " + "a" * 500]:
+    for bad in [None, "", "Bearer", "Bearer ", "Basic abc", "Bearer a b", "Token abc", "Bearer " + "a" * 9000]:
         assert parse_bearer(bad) is None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from datetime import UTC, datetime
@@ -45,6 +46,14 @@ def client_options() -> argparse.ArgumentParser:
     group.add_argument("--tenant", help="tenant id (default: $SECURECHAT_TENANT)")
     group.add_argument("--region", help="region (default: $SECURECHAT_REGION or us-west-1)")
     group.add_argument("--api-key-file", type=Path, help="file holding the API key (default: $SECURECHAT_API_KEY)")
+    group.add_argument(
+        "--token-file", type=Path, help="file holding an identity provider's token, a JWT (default: $SECURECHAT_TOKEN)"
+    )
+    group.add_argument(
+        "--token-command",
+        metavar="COMMAND",
+        help="a command that prints a token, run again before it expires (default: $SECURECHAT_TOKEN_COMMAND)",
+    )
     group.add_argument("--root-pub", type=Path, help="pinned platform root public key (default: <root path>.pub)")
     group.add_argument("--release-pub", type=Path, help="release public key (default: <release key path>.pub)")
     group.add_argument(
@@ -86,18 +95,17 @@ def client_options() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ClientConfig:
-    api_key = None
-    if args.api_key_file is not None:
-        try:
-            api_key = args.api_key_file.expanduser().read_text().strip()
-        except OSError:
-            raise ClientError(f"cannot read the API key file {args.api_key_file}") from None
+    api_key = _secret_file(args.api_key_file, "API key")
+    token = _secret_file(args.token_file, "token")
+    token_command = tuple(shlex.split(args.token_command)) if args.token_command else None
     return ClientConfig.from_env(
         os.environ,
         base_url=args.url,
         tenant_id=args.tenant,
         region=args.region,
         api_key=api_key,
+        token=token,
+        token_command=token_command,
         root_public_key_path=args.root_pub,
         release_public_key_path=args.release_pub,
         manifest_path=args.manifest,
@@ -110,6 +118,16 @@ def config_from_args(args: argparse.Namespace) -> ClientConfig:
         log_state_path=args.log_state,
         snp_ark_paths=tuple(args.snp_ark) if args.snp_ark else None,
     )
+
+
+def _secret_file(path: Path | None, what: str) -> str | None:
+    """A secret read from a file (never argv: other local users can read a process's arguments)."""
+    if path is None:
+        return None
+    try:
+        return path.expanduser().read_text().strip()
+    except OSError:
+        raise ClientError(f"cannot read the {what} file {path}") from None
 
 
 def print_report(report: VerificationReport, region: str) -> None:

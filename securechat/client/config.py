@@ -12,6 +12,7 @@ cosigned by ``min_witnesses`` of the pinned witnesses (all of them unless set), 
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,6 +30,8 @@ URL_ENV: Final = "SECURECHAT_URL"
 TENANT_ENV: Final = "SECURECHAT_TENANT"
 REGION_ENV: Final = "SECURECHAT_REGION"
 API_KEY_ENV: Final = "SECURECHAT_API_KEY"
+TOKEN_ENV: Final = "SECURECHAT_TOKEN"  # an identity provider's access token (JWT)
+TOKEN_COMMAND_ENV: Final = "SECURECHAT_TOKEN_COMMAND"  # a command that prints one (split like a shell would)
 LOG_VKEY_ENV: Final = "SECURECHAT_LOG_VKEY_FILE"
 WITNESS_VKEYS_ENV: Final = "SECURECHAT_WITNESS_VKEY_FILES"  # paths, separated by os.pathsep
 MIN_WITNESSES_ENV: Final = "SECURECHAT_MIN_WITNESSES"
@@ -65,6 +68,8 @@ class ClientConfig:
     base_url: str = DEFAULT_URL
     region: str = DEFAULT_REGION
     api_key: str | None = field(default=None, repr=False)  # sent as "Authorization: Bearer ..." when set
+    token: str | None = field(default=None, repr=False)  # or an identity provider's token (a JWT)
+    token_command: tuple[str, ...] | None = None  # or a command that prints one, run again before it expires
     root_public_key_path: Path = field(default_factory=default_root_public_key_path)
     release_public_key_path: Path = field(default_factory=default_release_public_key_path)
     manifest_path: Path = DEFAULT_MANIFEST_PATH
@@ -90,8 +95,15 @@ class ClientConfig:
         url = urlsplit(self.base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ConfigError("base_url must be an http(s) URL")
-        if self.api_key is not None and (not self.api_key or any(c.isspace() for c in self.api_key)):
-            raise ConfigError("api key must be non-empty and contain no whitespace")
+        for name, value in (("api key", self.api_key), ("token", self.token)):
+            if value is not None and (not value or any(c.isspace() for c in value)):
+                raise ConfigError(f"{name} must be non-empty and contain no whitespace")
+        if sum(value is not None for value in (self.api_key, self.token, self.token_command)) > 1:
+            raise ConfigError("give one credential: an API key, a token, or a token command")
+        if self.token_command is not None:
+            if not self.token_command:
+                raise ConfigError("the token command is empty")
+            object.__setattr__(self, "token_command", tuple(self.token_command))
         if min(self.max_age_s, self.timeout_s) <= 0 or self.key_cache_ttl_s < 0:
             raise ConfigError("max_age_s and timeout_s must be positive, key_cache_ttl_s non-negative")
         for name in ("root_public_key_path", "release_public_key_path", "manifest_path", "log_state_path"):
@@ -120,6 +132,8 @@ class ClientConfig:
             "tenant_id": environ.get(TENANT_ENV) or None,
             "region": environ.get(REGION_ENV) or None,
             "api_key": environ.get(API_KEY_ENV) or None,
+            "token": environ.get(TOKEN_ENV) or None,
+            "token_command": tuple(shlex.split(environ[TOKEN_COMMAND_ENV])) if environ.get(TOKEN_COMMAND_ENV) else None,
             "root_public_key_path": default_root_public_key_path(environ),
             "release_public_key_path": default_release_public_key_path(environ),
             "log_vkey_path": default_log_vkey_path(environ),
@@ -132,7 +146,11 @@ class ClientConfig:
         unknown = set(overrides) - known
         if unknown:
             raise TypeError(f"unknown client settings: {sorted(unknown)}")
-        values.update({name: value for name, value in overrides.items() if value is not None})
+        given = {name: value for name, value in overrides.items() if value is not None}
+        if given.keys() & {"api_key", "token", "token_command"}:  # a credential given outright replaces the env's
+            for name in ("api_key", "token", "token_command"):
+                values.pop(name, None)
+        values.update(given)
         if values.get("tenant_id") is None:
             raise ConfigError(f"no tenant: pass --tenant or set {TENANT_ENV}")
         return cls(**{name: value for name, value in values.items() if value is not None})

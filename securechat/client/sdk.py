@@ -25,6 +25,7 @@ import httpx
 from securechat.attestation import AttestationVerifier, SignedManifest, VerificationReport, new_nonce
 from securechat.client.collections import CollectionsClient
 from securechat.client.config import ClientConfig
+from securechat.client.credentials import Credentials
 from securechat.client.errors import ReleaseNotLogged, ServiceError
 from securechat.client.keyring import Keyring
 from securechat.client.messages import Prompt, Sampling, build_request
@@ -70,6 +71,7 @@ class SecureChatClient:
         self._lock = threading.Lock()
         self._keys: VerifiedKeys | None = None
         self.keyring = keyring or Keyring()
+        self._credentials = Credentials(config.api_key, config.token, config.token_command)
         self.collections = CollectionsClient(self)
 
     # -- attestation ---------------------------------------------------------------------------------------
@@ -261,8 +263,9 @@ class SecureChatClient:
 
     def _request(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
         headers = {"Accept": FRAMES_MEDIA_TYPE if stream else "application/json"}
-        if self.config.api_key is not None:
-            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        authorization = self._credentials.authorization()
+        if authorization is not None:
+            headers["Authorization"] = authorization
         request = self._http.build_request(method, self.config.base_url + path, headers=headers, **kwargs)
         try:
             response = self._http.send(request, stream=stream)

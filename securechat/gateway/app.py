@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive, Send
+from starlette.types import Scope as ASGIScope
 
 from securechat.errors import ErrorCode
 from securechat.gateway.collections import CollectionAdmin
@@ -29,8 +30,17 @@ from securechat.gateway.service import GatewayService
 from securechat.gateway.transparency import router as transparency_router
 from securechat.openapi_docs import json_body
 from securechat.tenants.auth import AuthError
+from securechat.tenants.oidc import Scope
 
 FRAMES_MEDIA_TYPE = "application/octet-stream"
+# What a token must hold for each mode (an API key holds every scope).
+MODE_SCOPES: dict[str, tuple[Scope, ...]] = {
+    "plain": (Scope.INFER,),
+    "rag": (Scope.INFER, Scope.COLLECTIONS_READ),
+    "ingest": (Scope.COLLECTIONS_WRITE,),
+    "search": (Scope.COLLECTIONS_READ,),
+    "embed": (Scope.INFER,),
+}
 SSE_MEDIA_TYPE = "text/event-stream"
 NONCE_PATTERN = r"^[0-9a-f]{32,128}$"
 
@@ -53,7 +63,7 @@ class FinishingStreamingResponse(StreamingResponse):
         super().__init__(content, **kwargs)
         self._on_finish = on_finish
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
@@ -65,16 +75,19 @@ IdPath = Annotated[str, Path(pattern=ID_PATTERN)]
 Body = TypeVar("Body", bound=BaseModel)
 
 
-async def _authorized_body(request: Request, model: type[Body]) -> Body:
+async def _authorized_body(
+    request: Request, model: type[Body], needs: Callable[[Body], Iterable[Scope]] | Iterable[Scope] = ()
+) -> Body:
     """Authenticate first (an unauthenticated caller learns nothing about limits or input rules), then read the
-    JSON body within the size limit, validate it, and match its ``tenant_id`` to the key's tenant."""
+    JSON body within the size limit, validate it, and match its ``tenant_id`` to the credential's tenant and
+    the route's scopes (``needs``, or what it says for this body) to the credential's."""
     request.state.started = time.perf_counter()
     service = _service(request)
     authenticator = service.tenancy.authenticator
     try:
-        key_tenant = await service.tenant_calls.authenticate(request.headers.get("authorization"))
+        credential = await service.tenant_calls.authenticate(request.headers.get("authorization"))
     except AuthError as refusal:
-        raise HTTPError(ErrorCode(refusal.code.value)) from None
+        raise HTTPError.refused(refusal) from None
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise HTTPError(ErrorCode.UNSUPPORTED_MEDIA_TYPE)
@@ -84,10 +97,11 @@ async def _authorized_body(request: Request, model: type[Body]) -> Body:
     except ValueError as exc:  # ValidationError is a ValueError; so is bad JSON
         fields = _validation_fields(exc) if isinstance(exc, ValidationError) else None
         raise HTTPError(ErrorCode.INVALID_REQUEST, fields=fields) from None
+    scopes = needs(body) if callable(needs) else needs
     try:
-        authenticator.authorize(key_tenant, getattr(body, "tenant_id"))  # noqa: B009 - every body model has one
+        authenticator.authorize(credential, getattr(body, "tenant_id"), scopes)  # noqa: B009 - every body has one
     except AuthError as refusal:
-        raise HTTPError(ErrorCode(refusal.code.value)) from None
+        raise HTTPError.refused(refusal) from None
     return body
 
 
@@ -105,14 +119,19 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _authorize_query(request: Request, tenant_id: str) -> None:
+async def _authorize_query(request: Request, tenant_id: str, needs: Iterable[Scope]) -> None:
     request.state.started = time.perf_counter()
     service = _service(request)
     try:
-        key_tenant = await service.tenant_calls.authenticate(request.headers.get("authorization"))
-        service.tenancy.authenticator.authorize(key_tenant, tenant_id)
+        credential = await service.tenant_calls.authenticate(request.headers.get("authorization"))
+        service.tenancy.authenticator.authorize(credential, tenant_id, needs)
     except AuthError as refusal:
-        raise HTTPError(ErrorCode(refusal.code.value)) from None
+        raise HTTPError.refused(refusal) from None
+
+
+def _infer_scopes(body: InferRequest) -> Iterable[Scope]:
+    """What a token needs for this /infer: an answer needs ``infer``, and one from a collection reads it."""
+    return MODE_SCOPES[body.mode]
 
 
 def _collections(request: Request) -> CollectionAdmin:
@@ -135,7 +154,7 @@ async def _stream_answer(request: Request, body: InferRequest, want_sse: bool) -
 
 async def _sealed_operation(request: Request, mode: Mode, collection_id: str | None) -> Response:
     """A collection route that runs in a worker: the same path as /infer, in ``mode``, answered as frames."""
-    operation = await _authorized_body(request, SealedOperation)
+    operation = await _authorized_body(request, SealedOperation, MODE_SCOPES[mode])
     body = InferRequest(
         tenant_id=operation.tenant_id,
         mode=mode,
@@ -177,7 +196,7 @@ def create_app() -> FastAPI:
         openapi_extra=json_body(InferRequest),
     )
     async def infer(request: Request) -> Response:
-        body = await _authorized_body(request, InferRequest)
+        body = await _authorized_body(request, InferRequest, _infer_scopes)
         return await _stream_answer(request, body, want_sse=SSE_MEDIA_TYPE in request.headers.get("accept", ""))
 
     @app.post(
@@ -185,18 +204,18 @@ def create_app() -> FastAPI:
     )
     async def create_collection(request: Request) -> dict[str, Any]:
         """A new, empty collection of the tenant: an opaque id. Its key is made and kept by the client."""
-        body = await _authorized_body(request, NewCollection)
+        body = await _authorized_body(request, NewCollection, [Scope.COLLECTIONS_WRITE])
         return await _collections(request).create(body.tenant_id)
 
     @app.get("/v1/collections", responses=errors(AUTH, COLLECTION, [ErrorCode.INVALID_REQUEST]))
     async def list_collections(request: Request, tenant_id: TenantQuery) -> dict[str, Any]:
-        await _authorize_query(request, tenant_id)
+        await _authorize_query(request, tenant_id, [Scope.COLLECTIONS_READ])
         return {"collections": await _collections(request).list_for(tenant_id)}
 
     @app.delete("/v1/collections/{collection_id}", responses=errors(AUTH, COLLECTION, [ErrorCode.INVALID_REQUEST]))
     async def delete_collection(request: Request, collection_id: IdPath, tenant_id: TenantQuery) -> dict[str, Any]:
         """Every sealed blob of the collection goes (forgetting its key shreds any copy elsewhere)."""
-        await _authorize_query(request, tenant_id)
+        await _authorize_query(request, tenant_id, [Scope.COLLECTIONS_WRITE])
         await _collections(request).delete(tenant_id, collection_id)
         return {"deleted": collection_id}
 
@@ -205,7 +224,7 @@ def create_app() -> FastAPI:
     )
     async def list_documents(request: Request, collection_id: IdPath, tenant_id: TenantQuery) -> dict[str, Any]:
         """The documents (ids, versions, sizes, sealed metadata) and the collection's sealed manifest."""
-        await _authorize_query(request, tenant_id)
+        await _authorize_query(request, tenant_id, [Scope.COLLECTIONS_READ])
         return await _collections(request).documents(tenant_id, collection_id)
 
     @app.delete(
@@ -215,7 +234,7 @@ def create_app() -> FastAPI:
     )
     async def delete_document(request: Request, collection_id: IdPath, doc_id: IdPath) -> dict[str, Any]:
         """The body carries the tenant and the collection's next manifest, which only the key holder can write."""
-        body = await _authorized_body(request, DocumentDeletion)
+        body = await _authorized_body(request, DocumentDeletion, [Scope.COLLECTIONS_WRITE])
         await _collections(request).delete_document(body.tenant_id, collection_id, doc_id, body.manifest)
         return {"deleted": doc_id}
 

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from securechat.errors import ErrorCode
-from securechat.tenants.auth import WWW_AUTHENTICATE
+from securechat.tenants.auth import WWW_AUTHENTICATE, AuthError
 
 STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_REQUEST: 422,
@@ -35,6 +35,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.UPSTREAM_LOST: 503,
     ErrorCode.OVERLOADED: 503,
     ErrorCode.DATABASE_UNAVAILABLE: 503,
+    ErrorCode.ISSUER_UNAVAILABLE: 503,
     ErrorCode.CANCELLED: 499,
     ErrorCode.UNKNOWN_COLLECTION: 404,
     ErrorCode.UNKNOWN_DOCUMENT: 404,
@@ -78,6 +79,7 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.UPSTREAM_LOST: "The orchestrator is unavailable; retry later.",
     ErrorCode.OVERLOADED: "The service is at capacity; retry later.",
     ErrorCode.DATABASE_UNAVAILABLE: "The service's database is unavailable; retry later.",
+    ErrorCode.ISSUER_UNAVAILABLE: "The token's identity provider cannot be reached for its keys; retry later.",
     ErrorCode.CANCELLED: "The request was cancelled.",
     ErrorCode.UNKNOWN_COLLECTION: "No such collection.",
     ErrorCode.UNKNOWN_DOCUMENT: "No such document in this collection.",
@@ -102,6 +104,7 @@ RETRYABLE = frozenset(
         ErrorCode.WORKER_LOST,
         ErrorCode.UPSTREAM_LOST,
         ErrorCode.DATABASE_UNAVAILABLE,
+        ErrorCode.ISSUER_UNAVAILABLE,
     }
 )
 
@@ -116,6 +119,7 @@ class HTTPError(Exception):
         fields: list[dict[str, Any]] | None = None,
         retry_after: str | None = None,
         limit: int | None = None,
+        auth: AuthError | None = None,
     ) -> None:
         super().__init__(code.value)
         self.code = code
@@ -123,6 +127,11 @@ class HTTPError(Exception):
         self.fields = fields
         self.retry_after = retry_after  # overrides the configured Retry-After (per-tenant limits know better)
         self.limit = limit  # the configured bound the request went over (a number, never input)
+        self.auth = auth  # a refused credential: its reason and the scope it lacks, for the body and header
+
+    @classmethod
+    def refused(cls, refusal: AuthError) -> HTTPError:
+        return cls(ErrorCode(refusal.code.value), auth=refusal)
 
 
 def error_response(error: HTTPError, retry_after_s: int) -> JSONResponse:
@@ -133,11 +142,18 @@ def error_response(error: HTTPError, retry_after_s: int) -> JSONResponse:
         body["fields"] = error.fields
     if error.limit is not None:
         body["limit"] = error.limit
+    if error.auth is not None and error.auth.reason is not None:
+        body["reason"] = error.auth.reason  # a token's refusal, by name (never the token or a claim)
+        if error.auth.scope is not None:
+            body["scope"] = error.auth.scope
     headers: dict[str, str] = {}
     if error.retry_after is not None:
         headers["Retry-After"] = error.retry_after
     elif error.code in RETRYABLE:
         headers["Retry-After"] = str(retry_after_s)
-    if error.code is ErrorCode.UNAUTHORIZED:
+    challenge = error.auth.www_authenticate if error.auth is not None else None
+    if challenge is not None:
+        headers["WWW-Authenticate"] = challenge
+    elif error.code is ErrorCode.UNAUTHORIZED:
         headers["WWW-Authenticate"] = WWW_AUTHENTICATE
     return JSONResponse(body, status_code=STATUS[error.code], headers=headers)

@@ -14,7 +14,12 @@ from securechat.errors import ErrorCode
 from securechat.gateway.http_errors import STATUS
 
 # Every route that authenticates: a missing or wrong key, another tenant's key, the tenant database gone.
-AUTH: Final = (ErrorCode.UNAUTHORIZED, ErrorCode.FORBIDDEN, ErrorCode.DATABASE_UNAVAILABLE)
+AUTH: Final = (
+    ErrorCode.UNAUTHORIZED,
+    ErrorCode.FORBIDDEN,
+    ErrorCode.DATABASE_UNAVAILABLE,
+    ErrorCode.ISSUER_UNAVAILABLE,
+)
 # Every route that reads a JSON body, on top of AUTH.
 BODY: Final = (*AUTH, ErrorCode.UNSUPPORTED_MEDIA_TYPE, ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.INVALID_REQUEST)
 # A request that goes to a worker (/infer and the sealed collection routes): a worker's error frame can carry
@@ -54,6 +59,8 @@ class ErrorBody(BaseModel):
     request_id: str | None = None
     fields: list[ValidationField] | None = None  # invalid_request: which fields, never their values
     limit: int | None = None  # payload_too_large: the configured bound
+    reason: str | None = None  # a refused token: why (expired, wrong_audience, unknown_key, scope_missing, ...)
+    scope: str | None = None  # scope_missing: the scope the route needs
 
 
 def errors(*groups: Iterable[ErrorCode]) -> dict[int | str, dict[str, Any]]:

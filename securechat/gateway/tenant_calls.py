@@ -24,7 +24,9 @@ from securechat.db import DatabaseUnavailable
 from securechat.errors import ErrorCode
 from securechat.gateway.http_errors import HTTPError
 from securechat.logs import get_logger, log_event
+from securechat.tenants.auth import Credential
 from securechat.tenants.limits import LimitExceeded, StreamLease
+from securechat.tenants.oidc import IssuerUnavailable
 from securechat.tenants.policy import TenantPolicy
 from securechat.tenants.tenancy import Tenancy
 
@@ -49,12 +51,19 @@ class TenantCalls:
             log_event(logger, "database_unavailable", level=logging.WARNING, reason="tenant_database")
             raise HTTPError(ErrorCode.DATABASE_UNAVAILABLE) from None
 
-    async def authenticate(self, authorization: str | None) -> str | None:
-        """The key's tenant (``AuthError`` for a refused key); None when auth is disabled."""
+    async def authenticate(self, authorization: str | None) -> Credential | None:
+        """The caller's credential (``AuthError`` for a refused one); None when auth is disabled. A token's
+        issuer keys may need fetching, so with issuers configured this always runs in a thread."""
         authenticator = self.tenancy.authenticator
         if not authenticator.required:
             return None
-        return await self._call(authenticator.authenticate, authorization)
+        try:
+            if authenticator.tokens is not None and not self.tenancy.blocking:
+                return await asyncio.to_thread(authenticator.authenticate, authorization)
+            return await self._call(authenticator.authenticate, authorization)
+        except IssuerUnavailable:
+            log_event(logger, "issuer_unavailable", level=logging.WARNING)
+            raise HTTPError(ErrorCode.ISSUER_UNAVAILABLE) from None
 
     async def policy(self, tenant_id: str) -> TenantPolicy:
         return await self._call(self.tenancy.policies.resolve, tenant_id)
