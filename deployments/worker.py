@@ -20,6 +20,7 @@ from securechat.engine.factory import build_engine
 from securechat.envelope import Envelope
 from securechat.host_limits import HostLimits
 from securechat.keys import WorkerKeys
+from securechat.rag.documents.sandbox import ParseBudget
 from securechat.rag.embedder import MiniLMEmbedder
 from securechat.rag.modes import CollectionModes
 from securechat.rag.service import RagOptions, RagService
@@ -38,6 +39,8 @@ async def build_collection_modes(settings: RagSettings, store: DeploymentHandle 
         overlap_tokens=settings.overlap_tokens,
         cache_bytes=settings.cache_bytes,
         cache_idle_s=settings.cache_idle_s,
+        retrieval=settings.retrieval,
+        parse_budget=ParseBudget(settings.parse_time_s, settings.parse_memory_mb << 20),
     )
     return CollectionModes(RagService(embedder, HandleDocumentStore(store), options))
 

@@ -63,9 +63,15 @@ class RegionSettings(_Strict):
         return value
 
 
+def sealed_ingest_bytes(document_bytes: int) -> int:
+    """The HTTP body of an ingest of one ``document_bytes`` document at most: its bytes base64 in the sealed
+    JSON, that ciphertext base64 again in the envelope (16/9), and room for the envelope and its fields."""
+    return -(-document_bytes * 16 // 9) + (64 << 10)
+
+
 class GatewaySettings(_Strict):
     max_prompt_chars: int = Field(default=32_000, ge=1)
-    max_envelope_bytes: int = Field(default=1 << 20, ge=1024)
+    max_envelope_bytes: int = Field(default=4 << 20, ge=1024)  # the HTTP body (>= sealed_ingest_bytes)
     key_directory_ttl_s: float = Field(default=2.0, ge=0)
     retry_after_s: int = Field(default=1, ge=1)
     # GET /v1/attestation is anonymous and each fresh nonce is a broadcast to every worker: per gateway replica
@@ -149,6 +155,10 @@ class RagSettings(_Strict):
     overlap_tokens: int = Field(default=40, ge=0)
     cache_bytes: int = Field(default=256 << 20, ge=0)  # decrypted collections a worker keeps in memory
     cache_idle_s: float = Field(default=300.0, gt=0)
+    retrieval: Literal["hybrid", "dense"] = "hybrid"  # BM25 and dense fused, or the dense ranking alone
+    # Each PDF, Word or HTML document is parsed in a child process within these (docs/collections.md).
+    parse_time_s: float = Field(default=30.0, gt=0, le=600)
+    parse_memory_mb: int = Field(default=1024, ge=64, le=16384)
 
     @model_validator(mode="after")
     def _overlap_below_half(self) -> RagSettings:
@@ -208,6 +218,11 @@ class AppSettings(_Strict):
             raise ValueError("tenant policies name regions that are not configured")
         if not set(self.rag.regions or ()) <= set(names):
             raise ValueError("rag.regions names regions that are not configured")
+        if self.rag.enabled and self.gateway.max_envelope_bytes < sealed_ingest_bytes(self.rag.max_document_bytes):
+            raise ValueError(
+                "gateway.max_envelope_bytes must fit one document of rag.max_document_bytes as a sealed ingest "
+                f"(at least {sealed_ingest_bytes(self.rag.max_document_bytes)} bytes)"
+            )
         return self
 
     def serves_collections(self, region: str) -> bool:

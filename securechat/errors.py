@@ -58,6 +58,11 @@ class ErrorCode(StrEnum):
     DOCUMENT_EMPTY = "document_empty"
     DOCUMENT_TOO_LARGE = "document_too_large"
     UNSUPPORTED_DOCUMENT_TYPE = "unsupported_document_type"
+    DOCUMENT_TYPE_MISMATCH = "document_type_mismatch"  # the bytes are not of the type the file declares
+    DOCUMENT_MALFORMED = "malformed_document"  # a PDF, Word or HTML file that does not parse
+    DOCUMENT_ENCRYPTED = "encrypted_document"  # a password-protected PDF
+    NO_TEXT_LAYER = "no_text_layer"  # a PDF of scanned pages: no text to index
+    DOCUMENT_TOO_COMPLEX = "document_too_complex"  # over the worker's time or memory budget for one document
     # A collection's state as the store holds it is not what its key holder last wrote (securechat.rag.manifest).
     STALE_COLLECTION = "stale_collection"  # older than the newest state the client has seen
     COLLECTION_TAMPERED = "collection_tampered"  # blobs or manifest that the collection key does not vouch for

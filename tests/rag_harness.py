@@ -18,7 +18,7 @@ from securechat.tenants.policy import TenantPolicy
 from tests.client_harness import LocalService, TrustFiles, make_worker, serve_gateway
 from tests.fakes import ScriptedEngine
 
-RAG = RagSettings(enabled=True, max_document_bytes=20_000)
+RAG = RagSettings(enabled=True, max_document_bytes=64_000)  # room for a small Word file (its template is ~35 KB)
 POLICY = TenantPolicy(max_documents=6, max_chunks=400)
 ANSWER = ("From your documents: ", "see [1].")
 BREAD = (

@@ -117,3 +117,12 @@ def test_bad_stream_settings_stop_the_app_at_start_with_a_clear_error(stream: di
     with pytest.raises(ValidationError) as refused:
         build_app({**app["args"], "stream": stream})
     assert names in str(refused.value) and "stream" in str(refused.value)
+
+
+def test_a_body_limit_too_small_for_one_document_stops_the_app_at_start() -> None:
+    _, app = load(ROOT / "serve_config.yaml")
+    args = {**app["args"], "rag": {**app["args"]["rag"], "max_document_bytes": 8 << 20}}
+    with pytest.raises(ValidationError) as refused:
+        build_app(args)  # the default 4 MiB body cannot carry an 8 MiB document, sealed
+    assert "gateway.max_envelope_bytes must fit one document" in str(refused.value)
+    build_app({**args, "gateway": {"max_envelope_bytes": 16 << 20}})

@@ -171,7 +171,10 @@ def test_sse_is_refused_for_client_sealed_envelopes(stack: Any) -> None:
         ),
         ({"json": {**PLAIN, "prompt": "x" * 101}}, 413, "prompt_too_long"),
         (
-            {"content": b"x" * (2 << 20), "headers": {"Content-Type": "application/json"}},
+            {
+                "content": b"x" * (GatewaySettings().max_envelope_bytes + 1),
+                "headers": {"Content-Type": "application/json"},
+            },
             413,
             "payload_too_large",
         ),

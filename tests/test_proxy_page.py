@@ -168,7 +168,12 @@ def test_collections_upload_ask_and_cite(trust: TrustFiles, embedder: MiniLMEmbe
             answer = page.locator(".msg.assistant").last
             expect(answer).to_have_attribute("data-state", "done")
             citation = answer.locator(".citation").first
-            expect(citation).to_contain_text("[1] bread.txt, chunk 0")
+            expect(citation.locator(".citation-place")).to_contain_text("[1] bread.txt (score")
+            excerpt = citation.locator(".citation-excerpt")
+            expect(excerpt).to_be_hidden()
+            citation.locator(".citation-place").click()  # a click shows the excerpt the answer drew on
+            expect(excerpt).to_be_visible()
+            expect(excerpt).to_contain_text("Knead the dough for ten minutes")
             text = answer.locator(".text").text_content()
     assert text == "Let it rise for an hour [1]."
     assert "Knead the dough" in engine.seen[-1].messages[0].content  # the excerpt reached the worker's prompt

@@ -63,7 +63,16 @@ def test_vector_stores_files_search_and_cited_chats(api: openai.OpenAI) -> None:
     assert reply.choices[0].message.content == "".join(ANSWER)
     citations = (reply.model_extra or {})["citations"]
     assert citations == [
-        {"n": 1, "file_id": trains.id, "filename": "trains.txt", "chunk_index": 0, "score": citations[0]["score"]}
+        {
+            "n": 1,
+            "file_id": trains.id,
+            "filename": "trains.txt",
+            "chunk_index": 0,
+            "score": citations[0]["score"],
+            "page": None,
+            "heading": None,
+            "text": TRAINS,
+        }
     ]
     chunks = list(
         api.chat.completions.create(
@@ -95,9 +104,13 @@ def test_embeddings_are_sealed_to_a_worker_and_equal_the_models(api: openai.Open
 
 def test_bad_files_and_unknown_stores_get_openai_errors(api: openai.OpenAI) -> None:
     store = api.vector_stores.create(name="x")
-    with pytest.raises(openai.APIStatusError) as pdf:
-        api.files.create(file=("slides.pdf", b"%PDF-1.7"), purpose="assistants")
-    assert pdf.value.status_code == 415
+    with pytest.raises(openai.APIStatusError) as odd:
+        api.files.create(file=("slides.key", b"\x00\x01keynote"), purpose="assistants")
+    assert odd.value.status_code == 415
+    broken = api.files.create(file=("slides.pdf", b"%PDF-1.7 and nothing else"), purpose="assistants")
+    with pytest.raises(openai.APIStatusError) as malformed:  # accepted as a PDF; the worker finds it broken
+        api.vector_stores.files.create(vector_store_id=store.id, file_id=broken.id)
+    assert malformed.value.status_code == 400 and malformed.value.body["code"] == "malformed_document"  # type: ignore[index]
     empty = api.files.create(file=("empty.txt", b"   \n"), purpose="assistants")
     with pytest.raises(openai.APIStatusError) as refused:
         api.vector_stores.files.create(vector_store_id=store.id, file_id=empty.id)

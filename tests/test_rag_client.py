@@ -85,7 +85,8 @@ def test_a_collection_from_creation_to_cited_answers(
         assert completion.text == "From your documents: see [1]."
         assert completion.citations[0]["doc_id"] == trains_id and completion.citations[0]["n"] == 1
         system = engine.seen[-1].messages[0]
-        assert system.role == "system" and "[1] (document " in system.content and "22:15" in system.content
+        assert system.role == "system" and "[1] trains\n" in system.content and "22:15" in system.content
+        assert completion.citations[0]["title"] == "trains" and "22:15" in completion.citations[0]["text"]
 
         client.collections.delete_document(collection.collection_id, trains_id)
         after = client.collections.search(collection.collection_id, "When is my train to Vienna?", top_k=3)
@@ -158,8 +159,8 @@ def test_bad_documents_get_their_codes_and_limits(service: LocalService, trust: 
         with pytest.raises(DocumentError) as empty:
             DocumentFile.checked("empty.txt", "  \n", "text/plain")  # refused before anything is sent
         assert empty.value.code is ErrorCode.DOCUMENT_EMPTY
-        odd = tmp_path / "slides.pdf"
-        odd.write_bytes(b"%PDF")
+        odd = tmp_path / "slides.key"
+        odd.write_bytes(b"\x00keynote")
         with pytest.raises(DocumentError):
             DocumentFile.from_path(odd)
 
@@ -174,7 +175,7 @@ def test_bad_documents_get_their_codes_and_limits(service: LocalService, trust: 
         assert (empty_error.status, empty_error.code) == (413, "document_empty")
         pdf_error = sealed_ingest(DocumentInput("d1", "a.pdf", "application/pdf", "text"))
         assert (pdf_error.status, pdf_error.code) == (415, "unsupported_document_type")
-        large = sealed_ingest(DocumentInput("d1", "big.txt", "text/plain", "word " * 5000))
+        large = sealed_ingest(DocumentInput("d1", "big.txt", "text/plain", "word " * (RAG.max_document_bytes // 5 + 1)))
         assert (large.status, large.code) == (413, "document_too_large")
         too_many = sealed_ingest(*(DocumentInput(f"d{i}", f"{i}.txt", "text/plain", f"doc {i}") for i in range(7)))
         assert (too_many.status, too_many.code) == (413, "too_many_documents")
@@ -188,7 +189,7 @@ def test_limit_numbers_are_named_in_the_error_body(service: LocalService, trust:
         cid = client.collections.create().collection_id
         body = IngestBody(
             CollectionRef(cid, client.keyring.get(cid).key),
-            (DocumentInput("d1", "big.txt", "text/plain", "word " * 5000),),
+            (DocumentInput("d1", "big.txt", "text/plain", "word " * (RAG.max_document_bytes // 5 + 1)),),
         ).to_bytes()
         keys = client._verified_keys(refresh=False)
         sealed = client._seal(body, keys, "ingest")
@@ -248,7 +249,7 @@ def test_the_cli_manages_collections_and_documents(
     assert f"{doc_id}  bread.md  text/markdown" in capsys.readouterr().out
     assert main(["chat", "How long does dough rise?", "--collection", cid, *flags]) == 0
     out = capsys.readouterr().out
-    assert f"[1] document {doc_id}, chunk 0" in out
+    assert '[1] bread.md, "Baking bread" (' in out and "    Knead the dough" in out
     exported = tmp_path / "key.json"
     assert main(["collections", "export", cid, "--out", str(exported), *keyring]) == 0
     assert stat.S_IMODE(exported.stat().st_mode) == 0o600

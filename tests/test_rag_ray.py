@@ -1,5 +1,6 @@
 """Collections on the running Serve app: workers with the embedder, the store deployment, a restart of the
-whole application, and a canary that the host never handles in the clear."""
+whole application, and canaries (in a text file and in a PDF parsed inside the replica) that the host never
+handles in the clear."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.render_documents import Sect, to_pdf
 from deployments.local import LocalApp, deploy
 from securechat.attestation import load_manifest
 from securechat.client import ClientConfig, SecureChatClient
 from securechat.client.collections import DocumentFile
 from securechat.client.keyring import Keyring
+from securechat.rag.documents.model import PDF
 from tests.rag_harness import BREAD, TAXES, TRAINS
 from tests.ray_harness import APP_ARGS, BATCHED_REGION, emulator_ark_path, pinned_client_config, platform_root_path
 
@@ -102,18 +105,22 @@ def test_collections_are_served_and_survive_an_application_restart(
 def test_a_canary_in_a_document_never_reaches_the_host_in_the_clear(
     ray_app: LocalApp, config: ClientConfig, tmp_path: Path, securechat_cache_dir: Path
 ) -> None:
-    canary = f"CANARY{uuid.uuid4().hex}"
+    canary, pdf_canary = f"CANARY{uuid.uuid4().hex}", f"CANARY{uuid.uuid4().hex}"
+    pdf = to_pdf("Alarm codes", [Sect("Backup panel", (f"The backup alarm panel code is {pdf_canary}.",))])
     recording = Recording()
     http = httpx.Client(transport=recording, timeout=60)
     with SecureChatClient(config, http=http, keyring=Keyring(tmp_path / "keyring.json")) as sdk:
         cid = sdk.collections.create().collection_id
-        sdk.collections.add(cid, [DocumentFile.checked("secret.txt", f"The vault code is {canary}.", "text/plain")])
+        text = DocumentFile.checked("secret.txt", f"The vault code is {canary}.", "text/plain")
+        sdk.collections.add(cid, [text, DocumentFile.binary("alarm.pdf", pdf, PDF)])  # the PDF: parsed in the replica
         assert canary in sdk.collections.search(cid, "vault code")[0].text  # the client reads it back
+        hits = sdk.collections.search(cid, "backup alarm panel code", top_k=2)
+        assert any(pdf_canary in hit.text and hit.page == 1 for hit in hits)
         sdk.chat("What is the vault code?", collection=cid, max_new_tokens=4)
-    needle = canary.encode()
-    assert needle not in recording.traffic  # every HTTP body the host handled, both ways
-    store_files = list(securechat_cache_dir.glob("documents.sqlite3*"))
-    assert store_files and all(needle not in path.read_bytes() for path in store_files)
-    logs = [p for p in ray_app.session_dir.rglob("*") if p.is_file() and p.stat().st_size < 50 << 20]
-    assert logs and all(needle not in path.read_bytes() for path in logs)
-    assert needle not in httpx.get(ray_app.metrics_url, timeout=30).content
+    for needle in (canary.encode(), pdf_canary.encode()):
+        assert needle not in recording.traffic  # every HTTP body the host handled, both ways
+        store_files = list(securechat_cache_dir.glob("documents.sqlite3*"))
+        assert store_files and all(needle not in path.read_bytes() for path in store_files)
+        logs = [p for p in ray_app.session_dir.rglob("*") if p.is_file() and p.stat().st_size < 50 << 20]
+        assert logs and all(needle not in path.read_bytes() for path in logs)
+        assert needle not in httpx.get(ray_app.metrics_url, timeout=30).content

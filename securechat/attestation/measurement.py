@@ -48,7 +48,15 @@ CONFIG_FIELDS: Final = (
     "options",
 )
 # RagSettings fields that change what a worker computes (store location and cache sizes do not).
-RAG_CONFIG_FIELDS: Final = ("enabled", "max_document_bytes", "chunk_tokens", "overlap_tokens")
+RAG_CONFIG_FIELDS: Final = (
+    "enabled",
+    "max_document_bytes",
+    "chunk_tokens",
+    "overlap_tokens",
+    "retrieval",
+    "parse_time_s",
+    "parse_memory_mb",
+)
 
 _CHUNK_BYTES = 1 << 20
 _DOMAIN = b"securechat-measurement-v1\x00"

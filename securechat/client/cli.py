@@ -14,6 +14,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from securechat.attestation import (
     AttestationError,
@@ -187,13 +188,39 @@ def _cmd_chat(args: argparse.Namespace) -> int:
                     sys.stdout.write(piece)
                     sys.stdout.flush()
             citations = stream.final.extra.get("citations", []) if stream.final is not None else []
+            names = _document_names(client, args.collection) if citations else {}
     except InvalidCiphertext:
         print("\nerror: the answer failed verification (tampered or truncated); it is incomplete", file=sys.stderr)
         return 1
     print()
     for citation in citations:
-        print(f"[{citation['n']}] document {citation['doc_id']}, chunk {citation['chunk_index']} ({citation['score']})")
+        print(f"[{citation['n']}] {describe_citation(citation, names)} ({citation['score']})")
+        if citation.get("text"):
+            print(f"    {' '.join(str(citation['text']).split())[:CITED_CHARS]}")
     return 0
+
+
+CITED_CHARS = 160  # how much of each cited excerpt the CLI prints
+
+
+def describe_citation(citation: dict[str, Any], names: dict[str, str]) -> str:
+    """Where a cited excerpt is: file name (else document id), page, heading, as the CLI prints it."""
+    parts = [names.get(str(citation["doc_id"])) or str(citation.get("title") or f"document {citation['doc_id']}")]
+    if citation.get("page") is not None:
+        parts.append(f"page {citation['page']}")
+    if citation.get("heading"):
+        parts.append(f'"{citation["heading"]}"')
+    return ", ".join(parts)
+
+
+def _document_names(client: SecureChatClient, collection_id: str | None) -> dict[str, str]:
+    """Document ids to file names (sealed metadata, opened here); empty when they cannot be read."""
+    if collection_id is None:
+        return {}
+    try:
+        return {d.doc_id: d.filename for d in client.collections.documents(collection_id)}
+    except ClientError:
+        return {}
 
 
 def _cmd_attest_verify(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -28,7 +28,15 @@ from securechat.client.keyring import Keyring, KeyringError
 from securechat.client.stream import CompletionStream
 from securechat.envelope import is_valid_id
 from securechat.errors import ErrorCode, InvalidCiphertext
-from securechat.rag.bodies import DEFAULT_TOP_K, CollectionRef, DocumentInput, IngestBody, SearchBody
+from securechat.rag.bodies import (
+    DEFAULT_TOP_K,
+    MAX_DOCUMENTS_PER_INGEST,
+    CollectionRef,
+    DocumentInput,
+    IngestBody,
+    SearchBody,
+)
+from securechat.rag.documents.model import BINARY_TYPES, SUFFIXES, TEXT_TYPES
 from securechat.rag.keys import CollectionKey
 from securechat.rag.manifest import CollectionManifest, CollectionStateError, ManifestKey, proves_key
 from securechat.rag.sealing import CollectionCipher
@@ -56,13 +64,12 @@ class ServiceSession(Protocol):
     ) -> CompletionStream: ...
 
 
+# One ingest's documents, in bytes: a sealed ingest is ~1.8x its documents (base64 twice), so 1 MiB of them fits
+# the gateway's default 4 MiB body limit with room to spare; a single larger document is sent on its own (the
+# service configuration guarantees its body limit fits one document of the workers' size limit).
+INGEST_BATCH_BYTES: Final = 1 << 20
 MAX_DELETE_ATTEMPTS: Final = 8  # each retry follows another writer that moved the collection on first
-MEDIA_TYPES_BY_SUFFIX: Final = {
-    ".txt": "text/plain",
-    ".text": "text/plain",
-    ".md": "text/markdown",
-    ".markdown": "text/markdown",
-}
+MEDIA_TYPES_BY_SUFFIX: Final = SUFFIXES  # .txt .md (text); .pdf .docx .html (bytes, parsed in the worker)
 
 
 class DocumentError(ClientError):
@@ -75,9 +82,13 @@ class DocumentError(ClientError):
 
 @dataclass(frozen=True, slots=True)
 class DocumentFile:
+    """A document to add: text (plain text, markdown), or the bytes of a PDF, Word or HTML file, which travel
+    sealed as they are and are parsed only inside a worker."""
+
     filename: str
-    text: str = field(repr=False)
+    text: str = field(default="", repr=False)
     media_type: str = "text/plain"
+    data: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def from_path(cls, path: Path) -> DocumentFile:
@@ -85,20 +96,32 @@ class DocumentFile:
         if media_type is None:
             raise DocumentError(ErrorCode.UNSUPPORTED_DOCUMENT_TYPE, path.name)
         try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise DocumentError(ErrorCode.UNSUPPORTED_DOCUMENT_TYPE, path.name) from None
+            raw = path.read_bytes()
         except OSError:
             raise ClientError(f"cannot read {path}") from None
+        if media_type in BINARY_TYPES:
+            return cls.binary(path.name, raw, media_type)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DocumentError(ErrorCode.UNSUPPORTED_DOCUMENT_TYPE, path.name) from None
         return cls.checked(path.name, text, media_type)
 
     @classmethod
     def checked(cls, filename: str, text: str, media_type: str) -> DocumentFile:
-        if media_type not in MEDIA_TYPES_BY_SUFFIX.values():
+        if media_type not in TEXT_TYPES:
             raise DocumentError(ErrorCode.UNSUPPORTED_DOCUMENT_TYPE, filename)
         if not text.strip():
             raise DocumentError(ErrorCode.DOCUMENT_EMPTY, filename)
         return cls(filename, text, media_type)
+
+    @classmethod
+    def binary(cls, filename: str, data: bytes, media_type: str) -> DocumentFile:
+        if media_type not in BINARY_TYPES:
+            raise DocumentError(ErrorCode.UNSUPPORTED_DOCUMENT_TYPE, filename)
+        if not data:
+            raise DocumentError(ErrorCode.DOCUMENT_EMPTY, filename)
+        return cls(filename, "", media_type, data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +152,8 @@ class SearchHit:
     chunk_index: int
     score: float
     text: str = field(repr=False)
+    page: int | None = None  # PDF: the page the excerpt is on
+    heading: str | None = field(default=None, repr=False)  # the section's heading
 
 
 class CollectionsClient:
@@ -169,13 +194,26 @@ class CollectionsClient:
     def add(
         self, collection_id: str, files: Sequence[DocumentFile], doc_ids: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
-        """Seal ``files`` to the workers, which index them; a given ``doc_id`` replaces that document."""
+        """Seal ``files`` to the workers, which index them; a given ``doc_id`` replaces that document.
+
+        Files go in batches (``add_in_batches``); each batch is all or nothing, and a refused one raises after
+        the batches before it were added."""
+        return [item for batch in self.add_in_batches(collection_id, files, doc_ids) for item in batch]
+
+    def add_in_batches(
+        self, collection_id: str, files: Sequence[DocumentFile], doc_ids: Sequence[str] | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Ingest ``files`` in order, as few ingests as keep each under ``INGEST_BATCH_BYTES`` of documents (a
+        larger file goes alone) and ``MAX_DOCUMENTS_PER_INGEST`` files, yielding each one's result as it lands."""
         ids = list(doc_ids) if doc_ids is not None else [f"doc_{uuid.uuid4().hex}" for _ in files]
         if len(ids) != len(files):
             raise ValueError("one doc_id per file")
-        documents = tuple(
-            DocumentInput(doc_id, f.filename, f.media_type, f.text) for doc_id, f in zip(ids, files, strict=True)
-        )
+        pairs = zip(ids, files, strict=True)
+        documents = [DocumentInput(doc_id, f.filename, f.media_type, f.text, f.data) for doc_id, f in pairs]
+        for batch in _batches(documents):
+            yield self._ingest(collection_id, batch)
+
+    def _ingest(self, collection_id: str, documents: tuple[DocumentInput, ...]) -> list[dict[str, Any]]:
         body = IngestBody(self.ref(collection_id), documents).to_bytes()
         path = f"/v1/collections/{collection_id}/documents"
         with self._client.open_sealed("ingest", body, path) as opened:
@@ -239,7 +277,14 @@ class CollectionsClient:
             result = opened.result()
         try:
             hits = [
-                SearchHit(str(r["doc_id"]), int(r["chunk_index"]), float(r["score"]), str(r["text"]))
+                SearchHit(
+                    str(r["doc_id"]),
+                    int(r["chunk_index"]),
+                    float(r["score"]),
+                    str(r["text"]),
+                    r.get("page") if isinstance(r.get("page"), int) else None,
+                    r.get("heading") if isinstance(r.get("heading"), str) else None,
+                )
                 for r in result["results"]
             ]
         except (KeyError, TypeError, ValueError):
@@ -301,6 +346,20 @@ def _document_info(item: dict[str, Any]) -> DocumentInfo:
         _count(item["num_bytes"]),
         base64.b64decode(item["sealed_meta"], validate=True),
     )
+
+
+def _batches(documents: Sequence[DocumentInput]) -> Iterator[tuple[DocumentInput, ...]]:
+    batch: list[DocumentInput] = []
+    size = 0
+    for document in documents:
+        full = len(batch) == MAX_DOCUMENTS_PER_INGEST or size + document.num_bytes > INGEST_BATCH_BYTES
+        if batch and full:
+            yield tuple(batch)
+            batch, size = [], 0
+        batch.append(document)
+        size += document.num_bytes
+    if batch:
+        yield tuple(batch)
 
 
 def _meta_count(meta: dict[str, Any], name: str) -> int:

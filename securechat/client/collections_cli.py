@@ -79,10 +79,11 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 def _cmd_docs_add(args: argparse.Namespace) -> int:
     files = [DocumentFile.from_path(path) for path in args.files]  # refused here before anything is sent
+    remaining = iter(files)
     with _client(args) as client:
-        written = client.collections.add(args.collection_id, files)
-    for file, item in zip(files, written, strict=False):
-        print(f"{item['doc_id']}  {file.filename}  {item['num_chunks']} chunks")
+        for written in client.collections.add_in_batches(args.collection_id, files):
+            for item in written:  # printed as each batch lands
+                print(f"{item['doc_id']}  {next(remaining).filename}  {item['num_chunks']} chunks", flush=True)
     return 0
 
 

@@ -54,6 +54,8 @@ from securechat.tenants.tenancy import Tenancy
 
 logger = get_logger("gateway")
 
+_GENERATING_MODES = frozenset({"plain", "rag"})  # the modes whose body is a prompt for the model
+
 
 class GatewayObserver(Protocol):
     def request_finished(self, status_code: int, e2e_ms: float, frames: int, num_bytes: int) -> None: ...
@@ -181,9 +183,17 @@ class GatewayService:
             raise
 
     async def _admit(self, request: InferRequest, policy: TenantPolicy, num_bytes: int) -> StreamLease:
-        """The tenant's limits; the prompt size is estimated from bytes (a client envelope's from its ciphertext)."""
+        """The tenant's limits; the prompt size is estimated from bytes (a client envelope's from its ciphertext).
+
+        Only a generating mode's body is a prompt. An ingest, search or embed body is documents or queries whose
+        size the worker's own limits bound (a base64 PDF is no measure of tokens): its estimate is capped at the
+        prompt limit so that limit does not refuse it, and the worker's count in the final frame corrects it.
+        """
+        est_tokens = estimate_tokens(num_bytes)
+        if request.mode not in _GENERATING_MODES:
+            est_tokens = min(est_tokens, policy.max_prompt_tokens)
         return await self.tenant_calls.admit(
-            request.tenant_id, policy, estimate_tokens(num_bytes), request.region, request.max_new_tokens
+            request.tenant_id, policy, est_tokens, request.region, request.max_new_tokens
         )
 
     def _client_envelope(self, request: InferRequest) -> Envelope:

@@ -226,7 +226,8 @@ def completion_object(
         "usage": usage(completion.metrics),
     }
     if citations is not None:
-        body["citations"] = citations  # SecureChat's addition: [{n, file_id, filename, chunk_index, score}]
+        # SecureChat's addition: [{n, file_id, filename, chunk_index, score, page, heading, text}]
+        body["citations"] = citations
     return body
 
 
@@ -307,6 +308,9 @@ def _citer(client: SecureChatClient, vector_store_ids: list[str] | None) -> Cite
                 "filename": names.get(str(c["doc_id"]), ""),
                 "chunk_index": c["chunk_index"],
                 "score": c["score"],
+                "page": c.get("page"),
+                "heading": c.get("heading"),
+                "text": c.get("text"),
             }
             for c in citations
         ]

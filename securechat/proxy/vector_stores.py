@@ -31,6 +31,7 @@ from securechat.envelope import ID_PATTERN
 from securechat.openapi_docs import json_body
 from securechat.proxy.errors import ProxyError, ProxyRefusal, from_exception, invalid_request
 from securechat.proxy.openai_common import error_responses
+from securechat.rag.documents.model import BINARY_TYPES
 
 MAX_UPLOAD_BYTES: Final = 4 << 20
 MAX_PENDING_FILES: Final = 64
@@ -42,9 +43,14 @@ SDK_ERRORS = (ClientError, InvalidCiphertext, ResponseFailed)
 class PendingFile:
     file_id: str
     filename: str
-    text: str = field(repr=False)
+    data: bytes = field(repr=False)  # the file as uploaded: text is decoded, PDF, Word and HTML go as bytes
     media_type: str
     created_at: int
+
+    def document(self) -> DocumentFile:
+        if self.media_type in BINARY_TYPES:
+            return DocumentFile.binary(self.filename, self.data, self.media_type)
+        return DocumentFile.checked(self.filename, self.data.decode("utf-8"), self.media_type)
 
 
 class PendingFiles:
@@ -140,12 +146,15 @@ def vector_store_router(client: Callable[[], SecureChatClient]) -> APIRouter:
         suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
         media_type = MEDIA_TYPES_BY_SUFFIX.get(suffix)
         try:
-            text = raw.decode("utf-8")
             if media_type is None:
                 raise UnicodeError
+            if media_type not in BINARY_TYPES:
+                raw.decode("utf-8")
         except UnicodeError:
-            return invalid_request("only UTF-8 .txt and .md files are supported", "file", 415).response()
-        record = PendingFile(f"file-{uuid.uuid4().hex}", filename, text, media_type, int(time.time()))
+            return invalid_request(
+                "supported files: .pdf, .docx, .html, and UTF-8 .txt and .md", "file", 415
+            ).response()
+        record = PendingFile(f"file-{uuid.uuid4().hex}", filename, raw, media_type, int(time.time()))
         pending.add(record)
         return JSONResponse(
             {
@@ -167,9 +176,8 @@ def vector_store_router(client: Callable[[], SecureChatClient]) -> APIRouter:
             return invalid_request(f"no uploaded file {body.file_id} in this proxy", "file_id", 404).response()
 
         def attach(c: SecureChatClient) -> dict[str, Any]:
-            document = DocumentFile.checked(record.filename, record.text, record.media_type)
-            c.collections.add(vector_store_id, [document], doc_ids=[record.file_id])
-            return _file_object(record.file_id, vector_store_id, len(record.text.encode()), record.created_at)
+            c.collections.add(vector_store_id, [record.document()], doc_ids=[record.file_id])
+            return _file_object(record.file_id, vector_store_id, len(record.data), record.created_at)
 
         return await _call(attach, client)
 

@@ -7,6 +7,8 @@ it needs one; the host never sees it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -19,7 +21,7 @@ MAX_TOP_K: Final = 20
 DEFAULT_TOP_K: Final = 4
 MAX_DOCUMENTS_PER_INGEST: Final = 64
 MAX_EMBED_INPUTS: Final = 256
-MEDIA_TYPES: Final = frozenset({"text/plain", "text/markdown"})
+MAX_DOCUMENT_B64_CHARS: Final = 24 << 20  # a document's bytes, base64 (the worker's own size limit is lower)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +69,45 @@ class RagBody:
 
 @dataclass(frozen=True, slots=True)
 class DocumentInput:
+    """A document to index: text (plain text, markdown) or bytes (PDF, Word, HTML: parsed in the worker)."""
+
     doc_id: str
     filename: str = field(repr=False)
     media_type: str
-    text: str = field(repr=False)
+    text: str = field(default="", repr=False)
+    data: bytes | None = field(default=None, repr=False)
+
+    @property
+    def num_bytes(self) -> int:
+        return len(self.data) if self.data is not None else len(self.text.encode())
+
+    def to_dict(self) -> dict[str, Any]:
+        item: dict[str, Any] = {"doc_id": self.doc_id, "filename": self.filename, "media_type": self.media_type}
+        if self.data is not None:
+            item["data"] = base64.b64encode(self.data).decode()
+        else:
+            item["text"] = self.text
+        return item
+
+    @classmethod
+    def from_dict(cls, item: object) -> DocumentInput:
+        if not isinstance(item, dict) or not is_valid_id(item.get("doc_id")):
+            raise InvalidRequestBody("invalid request body")
+        filename, media_type = item.get("filename", ""), item.get("media_type")
+        text, data = item.get("text"), item.get("data")
+        if not isinstance(filename, str) or not isinstance(media_type, str) or (text is None) == (data is None):
+            raise InvalidRequestBody("invalid request body")
+        if data is not None:
+            if not isinstance(data, str) or len(data) > MAX_DOCUMENT_B64_CHARS:
+                raise InvalidRequestBody("invalid request body")
+            try:
+                raw = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidRequestBody("invalid request body") from None
+            return cls(item["doc_id"], filename[:255], media_type, data=raw)
+        if not isinstance(text, str):
+            raise InvalidRequestBody("invalid request body")
+        return cls(item["doc_id"], filename[:255], media_type, text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +116,7 @@ class IngestBody:
     documents: tuple[DocumentInput, ...]
 
     def to_bytes(self) -> bytes:
-        docs = [
-            {"doc_id": d.doc_id, "filename": d.filename, "media_type": d.media_type, "text": d.text}
-            for d in self.documents
-        ]
+        docs = [document.to_dict() for document in self.documents]
         return _dump({"collection": self.collection.to_dict(), "documents": docs})
 
     @classmethod
@@ -91,14 +125,7 @@ class IngestBody:
         items = raw.get("documents")
         if not isinstance(items, list) or not 0 < len(items) <= MAX_DOCUMENTS_PER_INGEST:
             raise InvalidRequestBody("invalid request body")
-        documents = []
-        for item in items:
-            if not isinstance(item, dict) or not is_valid_id(item.get("doc_id")):
-                raise InvalidRequestBody("invalid request body")
-            filename, media_type, text = item.get("filename", ""), item.get("media_type"), item.get("text")
-            if not isinstance(filename, str) or not isinstance(media_type, str) or not isinstance(text, str):
-                raise InvalidRequestBody("invalid request body")
-            documents.append(DocumentInput(item["doc_id"], filename[:255], media_type, text))
+        documents = [DocumentInput.from_dict(item) for item in items]
         if len({d.doc_id for d in documents}) != len(documents):
             raise InvalidRequestBody("invalid request body")
         return cls(CollectionRef.from_dict(raw.get("collection")), tuple(documents))

@@ -10,8 +10,12 @@ there is one, and never falls inside a word. A chunk's text is the exact span of
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from securechat.rag.documents.model import Section
 
 DEFAULT_CHUNK_TOKENS: Final = 200
 DEFAULT_OVERLAP_TOKENS: Final = 40
@@ -70,3 +74,65 @@ def _word_start(tokens: list[str], index: int) -> int:
     while index < len(tokens) and tokens[index].startswith("##"):
         index += 1
     return index
+
+
+@dataclass(frozen=True, slots=True)
+class LocatedChunk:
+    """A chunk of a parsed document, with where it is: the section's heading and, for a PDF, its page."""
+
+    index: int
+    text: str = field(repr=False)
+    heading: str | None = field(default=None, repr=False)
+    page: int | None = None
+
+
+def chunk_sections(
+    sections: Sequence[Section],
+    tokenizer: Any,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
+) -> list[LocatedChunk]:
+    """Every section chunked on its own (a chunk never spans two headings or two pages), numbered in order."""
+    located: list[LocatedChunk] = []
+    for section in sections:
+        for chunk in chunk_text(section.text, tokenizer, chunk_tokens, overlap_tokens):
+            located.append(LocatedChunk(len(located), chunk.text, section.heading, section.page))
+    return located
+
+
+# A chunk as it is sealed: its text, and where it is in its document. A record starts with the ASCII record
+# separator, which no text chunk of an older collection starts with (those were sealed as bare text).
+_RECORD: Final = "\x1e"
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRecord:
+    text: str = field(repr=False)
+    title: str = field(default="", repr=False)
+    heading: str | None = field(default=None, repr=False)
+    page: int | None = None
+
+    def encode(self) -> str:
+        fields = {"t": self.text, "d": self.title, "h": self.heading, "p": self.page}
+        return _RECORD + json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, sealed_text: str) -> ChunkRecord:
+        """A record from its sealed form (ValueError if it is broken); bare text from an older collection."""
+        if not sealed_text.startswith(_RECORD):
+            return cls(sealed_text)
+        fields = json.loads(sealed_text[1:])
+        text, title, heading, page = fields.get("t"), fields.get("d", ""), fields.get("h"), fields.get("p")
+        if not isinstance(text, str) or not isinstance(title, str):
+            raise ValueError("not a chunk record")
+        if heading is not None and not isinstance(heading, str):
+            raise ValueError("not a chunk record")
+        if page is not None and (not isinstance(page, int) or isinstance(page, bool) or page < 1):
+            raise ValueError("not a chunk record")
+        return cls(text, title, heading, page)
+
+    @property
+    def for_embedding(self) -> str:
+        """What is embedded (and indexed for words): the chunk prefixed with its title and heading, so a
+        question about "the espresso machine's warranty" finds the warranty chapter's plainest sentence."""
+        return "\n".join(part for part in (self.title, self.heading or "", self.text) if part)

@@ -107,7 +107,14 @@ class CollectionModes:
     async def _search(self, body: SearchBody, tenant_id: str) -> Answer:
         retrieval = await self.rag.retrieve(tenant_id, body.collection, body.query, body.top_k)
         results = [
-            {"doc_id": h.ref.doc_id, "chunk_index": h.ref.index, "score": round(h.score, 4), "text": h.ref.text}
+            {
+                "doc_id": h.ref.doc_id,
+                "chunk_index": h.ref.index,
+                "score": round(h.score, 4),
+                "text": h.ref.text,
+                "page": h.ref.page,
+                "heading": h.ref.heading,
+            }
             for h in retrieval.hits
         ]
         return Answer({"results": results, "retrieval": retrieval.timings.as_dict(), "counter": retrieval.counter})

@@ -206,9 +206,21 @@ function showCitations(item, citations) {
   if (!citations || citations.length === 0) return;
   const list = el("ul", "citations");
   for (const c of citations) {
-    const name = c.filename || c.file_id;
-    const entry = el("li", "citation", `[${c.n}] ${name}, chunk ${c.chunk_index} (score ${Number(c.score).toFixed(3)})`);
+    const place = [c.filename || c.file_id];
+    if (c.page !== null && c.page !== undefined) place.push(`page ${c.page}`);
+    if (c.heading) place.push(`“${c.heading}”`);
+    const entry = el("li", "citation");
+    const label = el("button", "citation-place", `[${c.n}] ${place.join(", ")} (score ${Number(c.score).toFixed(3)})`);
+    label.type = "button";
+    label.setAttribute("aria-expanded", "false");
+    const excerpt = el("blockquote", "citation-excerpt", c.text || "");
+    excerpt.hidden = true;
+    label.addEventListener("click", () => {  // the excerpt the answer drew on, shown on request
+      excerpt.hidden = !excerpt.hidden;
+      label.setAttribute("aria-expanded", String(!excerpt.hidden));
+    });
     entry.dataset.fileId = c.file_id;
+    entry.append(label, excerpt);
     list.append(entry);
   }
   item.append(list);
