@@ -1,7 +1,9 @@
-"""Collections benchmark: retrieval quality, ingest throughput, and query latency by stage at 100/1k/10k chunks.
+"""Collections benchmark: retrieval quality, document ingest, and query latency by stage at 100/1k/10k chunks.
 
 Everything runs in this process as a worker runs it (``RagService`` with the real embedder over an SQLite store;
-no Ray, no network): quality on the corpus under tests/rag_corpus (recall@1, recall@5, MRR); ingest throughput
+no Ray, no network): quality (recall@1, recall@5, MRR) on both eval corpora (tests/rag_corpus, and
+tests/rag_corpus_hard rendered as PDF, Word, HTML and text), dense retrieval beside hybrid; the ingest of a
+100-page PDF with its parse stage (in the budgeted child) timed apart from chunking and embedding; ingest throughput
 (chunks/s: chunking, embedding, sealing, storing) while building synthetic collections of 100, 1,000 and
 10,000 chunks; then per size the latency of a query, cold (the worker's cache emptied: load + decrypt + index)
 and warm, split into load+decrypt, query embedding and search, plus generation of ``--new-tokens`` tokens by the
@@ -11,7 +13,8 @@ holds; and numpy's exact search beside faiss's IndexFlatIP on the same vectors.
     python -m benchmarks.bench_rag                 # make bench-rag
     python -m benchmarks.bench_rag --sizes 100,1000 --out /tmp/rag.json
 
-JSON (``--out``, markdown beside it): {"benchmark", "machine", "quality": {...}, "sizes": [{"chunks",
+JSON (``--out``, markdown beside it): {"benchmark", "machine", "quality": {corpus: {retrieval: {...}}},
+"pdf_ingest": {"pages", "bytes", "chunks", "parse_s", "embed_s", "total_s"}, "sizes": [{"chunks",
 "ingest_chunks_per_s", "cached_mb", "cold": {stage: summary}, "warm": {stage: summary}, "search_ms":
 {"numpy": summary, "faiss": summary}}]}. The last line prints warm retrieval p50 at the largest size.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import random
@@ -34,12 +38,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 
 from benchmarks.experiments.common import cpu_model_name
-from benchmarks.rag_quality import UNLIMITED, evaluate, load_corpus
+from benchmarks.rag_quality import CORPUS, HARD_CORPUS, UNLIMITED, evaluate, load_corpus
+from benchmarks.render_documents import Sect, to_pdf
 from benchmarks.stats import summarize
 from securechat.config import EngineSettings
 from securechat.engine.base import ChatMessage, GenerationRequest, GenerationStats, SamplingParams
 from securechat.engine.factory import build_engine
 from securechat.rag.bodies import CollectionRef, DocumentInput, IngestBody
+from securechat.rag.documents.model import PDF
 from securechat.rag.embedder import MiniLMEmbedder
 from securechat.rag.keys import CollectionKey
 from securechat.rag.prompt import with_excerpts
@@ -48,6 +54,8 @@ from securechat.rag.store import SQLiteDocumentStore
 from securechat.rag.store_client import LocalDocumentStore
 
 TENANT: Final = "bench"
+PDF_PAGES: Final = 100
+SECTIONS_PER_PAGE: Final = 5  # the hard corpus's sections run ~90 words: about 450 words a page
 SEED: Final = 1234
 DOCS_PER_INGEST: Final = 64
 WORDS: Final = (
@@ -197,19 +205,82 @@ def compare_search(matrix: np.ndarray, queries: np.ndarray, k: int = 4, repeats:
     return {"numpy": summarize(numpy_ms), "faiss": summarize(faiss_ms)}
 
 
+async def measure_quality(embedder: MiniLMEmbedder, store: SQLiteDocumentStore) -> dict[str, Any]:
+    """recall@1/@5 and MRR per corpus, dense retrieval beside hybrid, each in a fresh collection."""
+    quality: dict[str, Any] = {}
+    for name, path in (("easy", CORPUS), ("hard", HARD_CORPUS)):
+        for retrieval in ("dense", "hybrid"):
+            service = RagService(embedder, LocalDocumentStore(store), _options(retrieval))
+            collection_id = f"quality-{name}-{retrieval}"
+            store.create_collection(TENANT, collection_id)
+            result = await evaluate(service, TENANT, collection_id, load_corpus(path))
+            quality.setdefault(name, {})[retrieval] = result.as_dict()
+            print(f"quality {name} {retrieval}: {result.as_dict()}", flush=True)
+    return quality
+
+
+def handbook_pdf(pages: int) -> bytes:
+    """A ``pages``-page PDF of the hard corpus's sections, cycled: real prose, headings, several per page."""
+    corpus = load_corpus(HARD_CORPUS)
+    sections = [Sect(s["heading"], tuple(s["paragraphs"])) for d in corpus["documents"] for s in d["sections"]]
+    wanted = pages * SECTIONS_PER_PAGE
+    cycled = [sections[i % len(sections)] for i in range(wanted)]
+    return to_pdf("Staff handbook", cycled, sections_per_page=SECTIONS_PER_PAGE)
+
+
+async def measure_pdf_ingest(service: RagService, store: SQLiteDocumentStore, pages: int) -> dict[str, Any]:
+    """One ``pages``-page PDF through a whole ingest: parse (child process), chunk + embed, seal + store."""
+    from pypdf import PdfReader
+
+    data = handbook_pdf(pages)
+    store.create_collection(TENANT, "handbook")
+    ref = CollectionRef("handbook", CollectionKey.generate())
+    body = IngestBody(ref, (DocumentInput("handbook", "handbook.pdf", PDF, data=data),))
+    started = time.perf_counter()
+    await service.ingest(TENANT, body, UNLIMITED, IngestTicket.new())
+    total_s = time.perf_counter() - started
+    report = {
+        "pages": len(PdfReader(io.BytesIO(data)).pages),
+        "bytes": len(data),
+        "chunks": store.collection(TENANT, "handbook").num_chunks,
+        "parse_s": round(service.last_parse_ms / 1000, 3),
+        "embed_s": round(service.last_embed_ms / 1000, 3),
+        "total_s": round(total_s, 3),
+    }
+    print(f"pdf ingest: {report}", flush=True)
+    return report
+
+
+def _options(retrieval: str = "hybrid") -> RagOptions:
+    return RagOptions(16 << 20, 200, 40, 1 << 30, 600, retrieval=retrieval)
+
+
 def markdown(report: dict[str, Any]) -> str:
-    q = report["quality"]
+    q, p = report["quality"], report["pdf_ingest"]
     lines = [
         f"# Collections benchmark ({report['machine']})",
         "",
         "In-process, as a worker runs it (RagService, all-MiniLM-L6-v2, SQLite store; no Ray). "
         f"Generation: batched engine, tiny model, {report['new_tokens']} new tokens.",
         "",
-        "## Retrieval quality (tests/rag_corpus: 30 documents, 40 paraphrased questions, top 5)",
+        "## Retrieval quality (paraphrased questions, by document, top 5)",
         "",
-        "| recall@1 | recall@5 | MRR |",
+        "easy: tests/rag_corpus, 30 text documents on unrelated topics, 40 questions. hard: tests/rag_corpus_hard,",
+        "36 documents in 6 families of near-identical siblings, rendered as PDF, Word, HTML and text, 72 questions.",
+        "",
+        "| corpus | retrieval | recall@1 | recall@5 | MRR |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {corpus} | {retrieval} | {r['recall_at_1']:.3f} | {r['recall_at_5']:.3f} | {r['mrr']:.3f} |"
+            for corpus, by_retrieval in q.items()
+            for retrieval, r in by_retrieval.items()
+        ),
+        "",
+        f"## Ingest of a {p['pages']}-page PDF ({p['bytes'] / 2**20:.2f} MB, {p['chunks']} chunks)",
+        "",
+        "| parse (child process) s | embed s | total s (parse, chunk, embed, seal, store) |",
         "|---|---|---|",
-        f"| {q['recall_at_1']:.3f} | {q['recall_at_5']:.3f} | {q['mrr']:.3f} |",
+        f"| {p['parse_s']:.2f} | {p['embed_s']:.2f} | {p['total_s']:.2f} |",
         "",
         "## Ingest and query latency (p50 ms; cold = the worker's cache emptied)",
         "",
@@ -232,10 +303,10 @@ def markdown(report: dict[str, Any]) -> str:
 async def run(sizes: Sequence[int], num_queries: int, new_tokens: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as directory:
         store = SQLiteDocumentStore(Path(directory) / "documents.sqlite3")
-        service = RagService(MiniLMEmbedder(), LocalDocumentStore(store), RagOptions(1 << 20, 200, 40, 1 << 30, 600))
-        store.create_collection(TENANT, "corpus")
-        quality = await evaluate(service, TENANT, "corpus", load_corpus())
-        print(f"quality: {quality.as_dict()}", flush=True)
+        embedder = MiniLMEmbedder()
+        service = RagService(embedder, LocalDocumentStore(store), _options())
+        quality = await measure_quality(embedder, store)
+        pdf_ingest = await measure_pdf_ingest(service, store, PDF_PAGES)
         settings = EngineSettings(
             kind="batched",
             dtype="fp32",
@@ -264,7 +335,8 @@ async def run(sizes: Sequence[int], num_queries: int, new_tokens: int) -> dict[s
         "benchmark": "rag",
         "machine": f"{cpu_model_name()}, {os.cpu_count()} cores",
         "new_tokens": new_tokens,
-        "quality": quality.as_dict(),
+        "quality": quality,
+        "pdf_ingest": pdf_ingest,
         "sizes": rows,
     }
 
@@ -276,15 +348,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--out", type=Path, default=None, help="JSON path; the markdown table goes beside it")
     args = parser.parse_args(argv)
-    report = asyncio.run(run([int(s) for s in args.sizes.split(",")], args.queries, args.new_tokens))
+    report = asyncio.run(run([int(s) for s in args.sizes.split(",") if s], args.queries, args.new_tokens))
     table = markdown(report)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
         args.out.with_suffix(".md").write_text(table)
     print(table)
-    last = report["sizes"][-1]
-    print(f"warm retrieval p50 at {last['chunks']:,} chunks: {last['warm']['retrieval_ms']['p50']:.1f} ms")
+    if report["sizes"]:
+        last = report["sizes"][-1]
+        print(f"warm retrieval p50 at {last['chunks']:,} chunks: {last['warm']['retrieval_ms']['p50']:.1f} ms")
 
 
 if __name__ == "__main__":
