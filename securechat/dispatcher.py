@@ -25,10 +25,10 @@ from typing import Any
 from securechat.config import DispatchSettings
 from securechat.envelope import Envelope
 from securechat.errors import ErrorCode
-from securechat.framing import LENGTH_PREFIX, encode_frame
+from securechat.framing import encode_frame
 from securechat.host_limits import HostLimits
 from securechat.logs import get_logger, log_event
-from securechat.stream import START_FRAME, make_error_frame
+from securechat.stream import make_error_frame
 
 logger = get_logger("dispatcher")
 RECENT_REQUEST_IDS = 100_000
@@ -200,20 +200,13 @@ class InferenceDispatcher:
     async def _relay(
         pool: WorkerPool, selection: Selection, envelope_bytes: bytes, limits: HostLimits, relay: _Relay
     ) -> AsyncGenerator[bytes, None]:
-        """The replica's items. Its start frame is held and sent with the next item: a replica lost right after
-        sending it has sent nothing of the answer, so the request can still be retried elsewhere."""
-        held = b""
+        """The replica's items, noting when the first has gone out. A worker sends its start frame inside its
+        first item, so a replica lost before that item has sent nothing and the request can be retried."""
         # aclosing: the worker's stream is closed inside the replica's reserved slot, as Serve requires.
         async with aclosing(pool.dispatch(selection, envelope_bytes, limits)) as items:
             async for item in items:
-                if not relay.sent_any and item[LENGTH_PREFIX.size : LENGTH_PREFIX.size + 1] == bytes([START_FRAME]):
-                    held += item
-                    continue
                 relay.sent_any = True
-                yield held + item
-                held = b""
-        if held:  # a start frame alone: pass it on, the reader sees the truncation
-            yield held
+                yield item
 
     async def _choose_for(
         self, pool: WorkerPool, envelope: Envelope, keep: contextlib.AsyncExitStack

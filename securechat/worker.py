@@ -170,7 +170,8 @@ class EnclaveWorker:
 
     # -- one request -------------------------------------------------------------------------------------
     async def run(self, envelope: Envelope, limits: HostLimits | None = None) -> AsyncGenerator[bytes, None]:
-        """Yield the response for one envelope as wire bytes: the start frame, then one item per flush.
+        """Yield the response for one envelope as wire bytes: one item per flush, the first led by the start
+        frame (not an item of its own: each item costs every process it crosses, about a millisecond).
 
         ``limits`` are the tenant's policy, set by the host (numbers, not content, so the host may decide them):
         ``max_new_tokens`` caps the answer below this worker's own limit, the others bound an ingest.
@@ -250,15 +251,16 @@ class EnclaveWorker:
         finally:
             self._leave(streaming=False)
         sealer = self._sealer(opened.dek, request_id)
-        yield encode_frame(sealer.start_frame)
+        start = encode_frame(sealer.start_frame)
         if isinstance(prepared, Answer):
             metrics = {"worker_id": self.worker_id}
             usage = Usage(prepared.input_tokens, 0)
-            yield _wire(sealer.seal_final(metrics, usage=usage, extra={"result": prepared.result}))
+            yield start + _wire(sealer.seal_final(metrics, usage=usage, extra={"result": prepared.result}))
             return
-        async with self._slots, aclosing(self._generate(prepared.body, request_id, sealer, prepared.trailer)) as frames:
-            async for frame in frames:
-                yield frame
+        generated = self._generate(prepared.body, request_id, sealer, prepared.trailer)
+        async with self._slots, aclosing(_after(start, generated)) as items:
+            async for item in items:
+                yield item
 
     def _sealer(self, dek: bytes, request_id: str) -> ResponseSealer:
         # A fresh salt: this run's key is never reused.
@@ -268,16 +270,16 @@ class EnclaveWorker:
         self, dek: bytes, body_bytes: bytes, request_id: str, max_new_tokens: int
     ) -> AsyncGenerator[bytes, None]:
         sealer = self._sealer(dek, request_id)
-        yield encode_frame(sealer.start_frame)
+        start = encode_frame(sealer.start_frame)
         try:
             body = RequestBody.from_bytes(body_bytes, max_new_tokens)
         except InvalidRequestBody as invalid:  # sealed: the host does not learn that the body was malformed
-            yield self._refuse_sealed(sealer, invalid)
+            yield start + self._refuse_sealed(sealer, invalid)
             return
         # aclosing: when the consumer goes away, the engine stops before the slot is released, not after.
-        async with self._slots, aclosing(self._generate(body, request_id, sealer)) as frames:
-            async for frame in frames:
-                yield frame
+        async with self._slots, aclosing(_after(start, self._generate(body, request_id, sealer))) as items:
+            async for item in items:
+                yield item
 
     def _refuse_sealed(self, sealer: ResponseSealer, invalid: InvalidRequestBody) -> bytes:
         """A request this worker cannot honour, refused inside the sealed stream: what is wrong (a field, a
@@ -414,3 +416,13 @@ class EnclaveWorker:
 def _wire(payloads: list[bytes]) -> bytes:
     """Sealed frame payloads as one item of wire bytes (each length-prefixed)."""
     return b"".join(encode_frame(payload) for payload in payloads)
+
+
+async def _after(start: bytes, items: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+    """``items`` with ``start`` in front of the first (alone, if there is none); closes ``items`` when closed."""
+    async with aclosing(items) as opened:
+        async for item in opened:
+            yield start + item
+            start = b""
+    if start:
+        yield start

@@ -273,7 +273,7 @@ def test_workers_endpoint_lists_state_without_secrets(stack: Any, key_sets: list
 
 def test_mid_stream_loss_reaches_the_client_as_an_error_frame(stack: Any) -> None:
     client, pool, _ = stack
-    pool.die_after_items = {"replica-0": 2, "replica-1": 2}  # after the start frame and the first text
+    pool.die_after_items = {"replica-0": 1, "replica-1": 1}  # after the first item (start frame + first text)
     response = call(client, "POST", "/infer", json=PLAIN)
     assert response.status_code == 200
     frames = decode_frames(response.content)

@@ -8,12 +8,21 @@ from securechat.config import StreamSettings
 from securechat.engine.base import EngineDeadError, EngineError, GenerationStats, SamplingParams
 from securechat.envelope import Envelope, seal_request
 from securechat.errors import ErrorCode
-from securechat.framing import decode_frames
+from securechat.framing import LENGTH_PREFIX, FrameDecoder, decode_frames
 from securechat.host_limits import HostLimits
 from securechat.keys import Suite, WorkerKeys
 from securechat.request_body import RequestBody
 from securechat.state import WorkerState
-from securechat.stream import ErrorEvent, FinalEvent, ResponseOpener, StartEvent, TextEvent, Usage, wire_frame_sizes
+from securechat.stream import (
+    START_FRAME,
+    ErrorEvent,
+    FinalEvent,
+    ResponseOpener,
+    StartEvent,
+    TextEvent,
+    Usage,
+    wire_frame_sizes,
+)
 from securechat.worker import EnclaveWorker
 from tests.fakes import ScriptedEngine
 
@@ -210,8 +219,8 @@ def test_consumer_closing_early_cancels_generation(keys: WorkerKeys) -> None:
     async def scenario() -> None:
         await worker.start()
         stream = worker.run(seal(keys).envelope)
-        await anext(stream)  # the start frame
-        await anext(stream)  # the first text: generation is under way
+        first = await anext(stream)  # the start frame and the first text: generation is under way
+        assert first[LENGTH_PREFIX.size] == START_FRAME and len(FrameDecoder().feed(first)) == 2
         await stream.aclose()  # type: ignore[attr-defined]
 
     asyncio.run(scenario())
