@@ -73,7 +73,7 @@ class FakePool:
         self._next = 0
         self.reserved: dict[str, int] = dict.fromkeys(self.workers, 0)
         self.die_before_first_frame: set[str] = set()
-        self.die_after_items: dict[str, int] = {}  # items of wire bytes, one per flush (the first leads with the start frame)
+        self.die_after_items: dict[str, int] = {}  # items of wire bytes, one per flush (start frame in the 1st)
         self.dispatched_to: list[str] = []
         self.headers: list[EnvelopeHeader] = []  # of every envelope dispatched, in order
 
