@@ -13,7 +13,7 @@ TORCH_SPEC ?= torch==2.13.0
 export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup browser serve test lint typecheck unit bench-cpu bench-rag bench-serving bench-sealing bench-structured bench-experiments bench-gpu bench-gpu-engine load-test tiny-model clean
+.PHONY: setup browser serve test lint typecheck unit bench-cpu bench-rag bench-serving bench-path-cpu bench-sealing bench-structured bench-experiments bench-gpu bench-gpu-engine load-test tiny-model clean
 
 setup: $(STAMP)
 
@@ -34,8 +34,9 @@ $(CHROMIUM):
 tiny-model: setup
 	$(BIN)/securechat build-tiny-model
 
+# Ray starts in Serve's throughput mode (gRPC between its processes, no thread hops): deployments/serve_env.py.
 serve: tiny-model
-	$(BIN)/serve run serve_config.yaml
+	env $$($(BIN)/python -m deployments.serve_env) $(BIN)/serve run serve_config.yaml
 
 lint: setup
 	$(BIN)/ruff check .
@@ -73,6 +74,10 @@ bench-rag: tiny-model
 
 bench-serving: tiny-model
 	$(BIN)/python -m benchmarks.bench_serving --out benchmarks/results/serving/latest.json
+
+# CPU per request of each process on the serving path at 16 streams, with py-spy's top frames (issue #25).
+bench-path-cpu: tiny-model
+	$(BIN)/python -m benchmarks.bench_path_cpu --profile-s 10 --out benchmarks/results/serving/path-cpu.json
 
 bench-sealing: tiny-model
 	$(BIN)/python -m benchmarks.bench_sealing --out benchmarks/results/sealing/cpu.json

@@ -39,21 +39,20 @@ class Variant:
     tree: Path = REPO
 
 
-# Serve's own high-throughput mode (gRPC between handles, user code on the main loop), its proxy kept on one port.
-THROUGHPUT_MODE = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+# Serve's throughput switches are part of every variant of this tree (deployments/serve_env.py, set by start_local).
 VARIANTS = (
     Variant("default"),
     Variant("engine core in a thread", ("--engine", '{"core": "thread"}')),
     Variant("two torch threads", ("--engine", '{"torch_threads": 2}')),
     Variant("flush every 100 ms", ("--stream", '{"flush_interval_ms": 100}')),
     Variant("no constant rate", ("--stream", '{"constant_rate": false}')),
-    Variant("Serve's throughput mode", env=THROUGHPUT_MODE),
 )
 
 
 def run_variant(variant: Variant, levels: str, rounds: int, out: Path) -> dict[str, Any]:
     env = {**os.environ, **variant.env}
-    if variant.tree != REPO:
+    if variant.tree != REPO:  # the older code as it ran: with Serve's switches only where that tree sets them
+        env = {name: value for name, value in env.items() if not name.startswith("RAY_SERVE_")}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(variant.tree), env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "benchmarks.bench_serving", "--levels", levels, "--rounds", str(rounds)]
     command += [*variant.args, "--out", str(out)]

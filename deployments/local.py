@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from deployments.serve_env import BUILDER_ENV, THROUGHPUT_ENV
+
 APP_NAME = "securechat"
 
 
@@ -54,14 +56,20 @@ class LocalApp:
 def start_local(
     args: dict[str, Any], *, env: dict[str, str] | None = None, num_cpus: int = 4, extra_pythonpath: str | None = None
 ) -> LocalApp:
-    """Start Ray + Serve on free ports and deploy ``build_app(args)``; returns once every region is READY."""
+    """Start Ray + Serve on free ports and deploy ``build_app(args)``; returns once every region is READY.
+
+    Ray runs with Serve's throughput switches, as ``make serve`` runs it (deployments/serve_env.py): Serve's
+    processes take them from this job's runtime_env; this process builds the app, so the handles it builds take
+    their gRPC default from its own environment (``BUILDER_ENV``, set before it imported Serve).
+    """
+    require_throughput_env()
     import ray
     from ray import serve
 
     from securechat.config import AppSettings
 
     port, metrics_port = free_port(), free_port()
-    env_vars = {"HF_HUB_OFFLINE": "1", **(env or {})}
+    env_vars = {"HF_HUB_OFFLINE": "1", **THROUGHPUT_ENV, **(env or {})}  # every process of this job: all four
     if extra_pythonpath:
         env_vars["PYTHONPATH"] = os.pathsep.join(filter(None, [extra_pythonpath, os.environ.get("PYTHONPATH")]))
     ray.init(
@@ -81,6 +89,18 @@ def start_local(
     for region in AppSettings.model_validate(args).regions:
         app.wait_ready(region.name, region.num_replicas)
     return app
+
+
+def require_throughput_env() -> None:
+    """Serve reads its switches when it is imported: set them first, or refuse to build a half-switched app."""
+    os.environ.update(BUILDER_ENV)
+    import ray.serve._private.constants as serve_constants  # the values this process's Serve took at import
+
+    if not serve_constants.RAY_SERVE_USE_GRPC_BY_DEFAULT:
+        raise RuntimeError(
+            "ray.serve was imported before deployments.serve_env.BUILDER_ENV was in the environment: set it first"
+            " (tests/conftest.py does)"
+        )
 
 
 def deploy(args: dict[str, Any]) -> None:

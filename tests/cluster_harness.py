@@ -25,6 +25,7 @@ import httpx
 import yaml
 
 from deployments.local import APP_NAME, free_port
+from deployments.serve_env import THROUGHPUT_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_CONFIG = REPO_ROOT / "configs" / "cluster.yaml"
@@ -52,7 +53,7 @@ class LocalCluster:
         from ray.cluster_utils import Cluster
 
         head = {"num_cpus": 2, "resources": head_resources, "include_dashboard": False, "_system_config": SYSTEM_CONFIG}
-        os.environ.update(PROXY_ENV)
+        os.environ.update(PROXY_ENV | THROUGHPUT_ENV)  # the nodes' processes, as `ray start` gets them
         started = cls(Cluster(initialize_head=True, head_node_args=head))
         started.nodes["head"] = started.cluster.head_node
         return started

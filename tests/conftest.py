@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 import torch
 
+from deployments.serve_env import BUILDER_ENV
 from tests.postgres_harness import PostgresServer
 
 if TYPE_CHECKING:
@@ -20,6 +21,11 @@ if TYPE_CHECKING:
 # GPU host compiles the kernel instead, and the engine never uses the interpreter there).
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# Serve's throughput switches, as `make serve` starts Ray with them (deployments/serve_env.py): Serve reads them
+# when it is imported, so this process (which builds the apps the Ray tests start) has them before any test module
+# imports it; start_local and the cluster harness give Ray's own processes the whole set.
+os.environ.update(BUILDER_ENV)
 
 
 @pytest.fixture(autouse=True, scope="session")

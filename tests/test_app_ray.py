@@ -276,3 +276,32 @@ def test_an_envelope_replayed_to_its_worker_through_a_ray_handle_is_refused(ray_
         "code": "replayed_envelope",
         "request_id": sealed.request_id,
     }
+
+
+def test_serve_runs_with_its_throughput_switches_and_handles_speak_grpc(ray_app: LocalApp) -> None:
+    """Every Serve process of the app (proxy, gateway, orchestrator, workers) started with the switches, and the
+    handles the app was built with default to gRPC (they take it from the process that built the app)."""
+    import os as os_
+
+    from ray import serve
+
+    from deployments.local import APP_NAME
+    from deployments.serve_env import THROUGHPUT_ENV
+
+    serve_processes = {}
+    for pid in filter(str.isdigit, os_.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline, open(f"/proc/{pid}/environ", "rb") as environ:
+                command, env = cmdline.read().decode(errors="replace"), environ.read().decode(errors="replace")
+        except OSError:
+            continue
+        if command.startswith(("ray::ServeReplica:securechat:", "ray::ProxyActor")):
+            serve_processes[command.split("\0")[0]] = dict(
+                line.split("=", 1) for line in env.split("\0") if "=" in line
+            )
+    kinds = {name.removeprefix("ray::").split(":")[-1].split("-")[0] for name in serve_processes}
+    assert {"ProxyActor", "Gateway", "Orchestrator", "Worker"} <= kinds
+    for name, env in serve_processes.items():
+        assert {key: env.get(key) for key in THROUGHPUT_ENV} == THROUGHPUT_ENV, name
+    handle = serve.get_deployment_handle("Gateway", app_name=APP_NAME)
+    assert handle.handle_options._by_reference is False
