@@ -337,6 +337,10 @@ def run_in_tree(tree: Path, args: argparse.Namespace, out: Path) -> dict[str, An
     return result
 
 
+# Frames every sample of a thread sits under: they say nothing about where the time goes.
+_PLUMBING: Final = ("Thread.", "<module> (", "Worker.main_loop", "_worker (concurrent", "_WorkItem.run")
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# CPU per request on the serving path ({report['machine']})",
@@ -363,6 +367,9 @@ def markdown(report: dict[str, Any]) -> str:
             ]
             lines += ["", "| own time | frame |", "|---|---|"]
             lines += [f"| {share:.1%} | `{frame}` |" for frame, share in frames["self"]]
+            inclusive = [(frame, share) for frame, share in frames["total"] if not frame.startswith(_PLUMBING)]
+            lines += ["", "| with callees | frame |", "|---|---|"]
+            lines += [f"| {share:.1%} | `{frame}` |" for frame, share in inclusive[:12]]
     return "\n".join(lines) + "\n"
 
 
