@@ -34,17 +34,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
+
+from deployments.serve_env import without_serve_settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 REPO: Final = Path(__file__).resolve().parents[1]
-REGION: Final = "us-west-1"
-TENANT: Final = "bench"
 PROMPT: Final = "Write a short note about rivers and the bridges across them."
 PATH_KINDS: Final = ("serve proxy", "gateway", "orchestrator", "worker replica")
 KINDS: Final = (*PATH_KINDS, "engine", "serve controller", "ray daemons", "other")
@@ -111,93 +110,43 @@ def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
 
 # -- load --------------------------------------------------------------------------------------------------
 class Load:
-    """``clients`` loops of seal, POST, open every frame; counts the requests that complete."""
+    """``clients`` loops of ``bench_serving``'s client (seal, POST, open every frame); counts what completes."""
 
     def __init__(self, base_url: str, clients: int, max_new_tokens: int) -> None:
-        import httpx
+        from benchmarks.bench_serving import ServingClient
 
-        self.base_url, self.clients, self.max_new_tokens = base_url, clients, max_new_tokens
-        limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
-        self.http = httpx.AsyncClient(timeout=120, limits=limits)
+        self.client = ServingClient(base_url, prompt=PROMPT, max_new_tokens=max_new_tokens)
+        self.clients = clients
         self.completed = 0
         self.errors = 0
         self.frames = 0  # wire frames, over every completed request
         self.stop_at = 0.0
 
     async def run(self, seconds: float) -> None:
-        from securechat.keys import recipients_of
-
-        body = (await self.http.get(f"{self.base_url}/v1/keys", params={"region": REGION})).json()
-        self.keys = recipients_of(body["workers"])
+        await self.client.refresh_keys()
         self.stop_at = time.monotonic() + seconds
         await asyncio.gather(*(self._loop(i) for i in range(self.clients)))
 
     async def _loop(self, index: int) -> None:
         while time.monotonic() < self.stop_at:
             try:
-                await self._one(index)
+                result = await self.client.infer(index)  # raises on an error frame or a truncated stream
                 self.completed += 1
+                self.frames += result.wire_frames
             except Exception:  # counted and reported; a benchmark with errors is not a result
                 self.errors += 1
 
-    async def _one(self, index: int) -> None:
-        from securechat.client.messages import build_body
-        from securechat.envelope import seal_request
-        from securechat.framing import FrameDecoder
-        from securechat.stream import ErrorEvent, FinalEvent, ResponseOpener
-
-        body = build_body(PROMPT, max_new_tokens=self.max_new_tokens, temperature=0.0, seed=index)
-        sealed = seal_request(
-            body, request_id=uuid.uuid4().hex, tenant_id=TENANT, mode="plain", region=REGION, recipients=self.keys
-        )
-        payload = {"tenant_id": TENANT, "mode": "plain", "region": REGION, "envelope": sealed.envelope.to_dict()}
-        opener, decoder, final, frames = (
-            ResponseOpener.for_request(sealed.dek, sealed.request_id),
-            FrameDecoder(),
-            False,
-            0,
-        )
-        async with self.http.stream("POST", f"{self.base_url}/infer", json=payload) as response:
-            if response.status_code != 200:
-                await response.aread()
-                raise RuntimeError(f"/infer answered {response.status_code}")
-            async for chunk in response.aiter_raw():
-                for frame in decoder.feed(chunk):
-                    frames += 1
-                    event = opener.open(frame)
-                    if isinstance(event, ErrorEvent):
-                        raise RuntimeError(event.code)
-                    final = final or isinstance(event, FinalEvent)
-        opener.finish()
-        if not final:
-            raise RuntimeError("no final frame")
-        self.frames += frames
-
     async def close(self) -> None:
-        await self.http.aclose()
+        await self.client.close()
 
 
 def app_args(max_new_tokens: int) -> dict[str, Any]:
-    unlimited = {"max_concurrent_streams": 1024, "requests_per_minute": 1_000_000, "tokens_per_minute": 10**9}
-    engine = {
-        "kind": "batched",
-        "model": "securechat/tiny-qwen2",
-        "dtype": "fp32",
-        "device": "cpu",
-        "max_input_tokens": 512,
-        "max_new_tokens": max_new_tokens,
-        "disable_eos": True,  # every answer is max_new_tokens long, so every request costs the same
-        "max_batch_size": 64,
-        "kv_cache_tokens": 64 * (512 + max_new_tokens),
-        "torch_threads": 1,
-    }
-    return {
-        "regions": [{"name": REGION, "num_replicas": 1}],
-        "engine": engine,
-        "dispatch": {"choose_timeout_s": 600, "max_in_flight": 4096},
-        "auth": {"mode": "disabled"},
-        "tenants": {"default_policy": unlimited},
-    }
+    """``bench_serving``'s app (tiny model, batched, EOS off, limits raised) with this benchmark's answer length."""
+    from benchmarks.bench_serving import MAX_BATCH_SIZE
+    from benchmarks.bench_serving import app_args as serving_app_args
+
+    engine = {"max_new_tokens": max_new_tokens, "kv_cache_tokens": MAX_BATCH_SIZE * (512 + max_new_tokens)}
+    return serving_app_args(None, engine)
 
 
 def measure(clients: int, max_new_tokens: int, warmup_s: float, window_s: float, profile_s: float) -> dict[str, Any]:
@@ -327,7 +276,7 @@ def _short(frame: str) -> str:
 # -- runs and report ---------------------------------------------------------------------------------------
 def run_in_tree(tree: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """This script, as a child process, with ``tree``'s code first on every process's path."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_SERVE_")}  # as the tree sets
+    env = without_serve_settings(os.environ)  # the tree's own start_local sets them, or not
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))
     command = [sys.executable, str(Path(__file__).resolve()), "--single", "--out", str(out)]
     command += ["--clients", str(args.clients), "--max-new-tokens", str(args.max_new_tokens)]

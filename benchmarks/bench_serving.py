@@ -158,8 +158,9 @@ async def measure_engine(
 class ServingClient:
     """Seals, posts and opens every frame as a client does; one connection pool for every stream."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, *, prompt: str = PROMPT, max_new_tokens: int = MAX_NEW_TOKENS) -> None:
         self._base_url = base_url
+        self._prompt, self._max_new_tokens = prompt, max_new_tokens
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
         self._http = httpx.AsyncClient(timeout=600, limits=limits)
         self._keys: list[RecipientKey] = []
@@ -172,7 +173,7 @@ class ServingClient:
         self._keys = recipients_of(body["workers"])
 
     async def infer(self, index: int) -> RequestResult:
-        body = build_body(PROMPT, max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, seed=index)
+        body = build_body(self._prompt, max_new_tokens=self._max_new_tokens, temperature=0.0, seed=index)
         sealed = seal_request(
             body, request_id=uuid.uuid4().hex, tenant_id=TENANT, mode="plain", region=REGION, recipients=self._keys
         )

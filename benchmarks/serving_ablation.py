@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.stats import percentile
+from deployments.serve_env import without_serve_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,7 +53,7 @@ VARIANTS = (
 def run_variant(variant: Variant, levels: str, rounds: int, out: Path) -> dict[str, Any]:
     env = {**os.environ, **variant.env}
     if variant.tree != REPO:  # the older code as it ran: with Serve's switches only where that tree sets them
-        env = {name: value for name, value in env.items() if not name.startswith("RAY_SERVE_")}
+        env = without_serve_settings(env)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(variant.tree), env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "benchmarks.bench_serving", "--levels", levels, "--rounds", str(rounds)]
     command += [*variant.args, "--out", str(out)]

@@ -17,6 +17,7 @@ Serve reads these when its processes start, so they belong in the environment of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 THROUGHPUT_ENV: Final = {
@@ -30,6 +31,12 @@ THROUGHPUT_ENV: Final = {
 # builds default to gRPC, and its own routers keep their separate loop (the loop of a caller such as a test's
 # asyncio.run may close before Serve shuts the handle down).
 BUILDER_ENV: Final = {name: value for name, value in THROUGHPUT_ENV.items() if "SEPARATE" not in name}
+
+
+def without_serve_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with none of Serve's ``RAY_SERVE_*`` settings: how code from before these switches ran (the
+    benchmarks' baselines), or a process that has not set them yet (tests)."""
+    return {name: value for name, value in env.items() if not name.startswith("RAY_SERVE_")}
 
 
 if __name__ == "__main__":

@@ -7,13 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deployments.serve_env import BUILDER_ENV, THROUGHPUT_ENV
+from deployments.serve_env import BUILDER_ENV, THROUGHPUT_ENV, without_serve_settings
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _clean_env() -> dict[str, str]:
-    return {name: value for name, value in os.environ.items() if not name.startswith("RAY_SERVE_")}
 
 
 def test_the_module_prints_the_switches_for_env_and_make_serve_uses_it() -> None:
@@ -28,6 +24,8 @@ def test_the_module_prints_the_switches_for_env_and_make_serve_uses_it() -> None
 
 def test_start_local_refuses_a_process_whose_serve_was_imported_without_them() -> None:
     script = "import ray.serve\nfrom deployments.local import start_local\nstart_local({})\n"
-    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=_clean_env(), capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=without_serve_settings(os.environ), capture_output=True, text=True
+    )
     assert run.returncode != 0
     assert "ray.serve was imported before deployments.serve_env.BUILDER_ENV" in run.stderr
