@@ -303,3 +303,24 @@ def serve_gateway(
         counter = PathCounter(built.app)
         with serve_asgi(counter) as url:
             yield LocalService(url, built.pool, counter, built.calls, built.tenancy.store)
+
+
+class RecordingTransport(httpx.BaseTransport):
+    """Every HTTP body a client sends to and receives from the service (what the host handles on the wire):
+    ``sent``, ``received``, and ``traffic`` (both ways, in the order they crossed)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.sent = bytearray()
+        self.received = bytearray()
+        self.traffic = bytearray()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.read()
+        self.sent += body
+        self.traffic += body
+        response = self.inner.handle_request(request)
+        answer = response.read()
+        self.received += answer
+        self.traffic += answer
+        return httpx.Response(response.status_code, headers=response.headers, content=answer)

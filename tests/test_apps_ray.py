@@ -20,7 +20,7 @@ import pytest
 from deployments.local import LocalApp
 from securechat.client import ClientConfig, SecureChatClient
 from securechat.proxy.app import create_proxy_app
-from tests.client_harness import serve_asgi
+from tests.client_harness import RecordingTransport, serve_asgi
 from tests.ray_harness import APP_ARGS, BATCHED_REGION, emulator_ark_path, pinned_client_config, platform_root_path
 
 pytestmark = pytest.mark.ray
@@ -114,24 +114,11 @@ def test_responses_and_completions_through_the_proxy(api: openai.OpenAI) -> None
     assert completion.choices[0].logprobs is not None and len(completion.choices[0].logprobs.tokens or []) == 5
 
 
-class Recording(httpx.BaseTransport):
-    def __init__(self) -> None:
-        self.inner = httpx.HTTPTransport()
-        self.seen = bytearray()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.seen += request.read()
-        response = self.inner.handle_request(request)
-        body = response.read()
-        self.seen += body
-        return httpx.Response(response.status_code, headers=response.headers, content=body)
-
-
 def test_no_schema_tool_name_or_argument_reaches_the_host(ray_app: LocalApp, config: ClientConfig) -> None:
     canary = f"canary{uuid.uuid4().hex[:12]}"
     schema = {"type": "object", "properties": {canary: {"const": canary}}, "required": [canary]}
     tools = [{"type": "function", "function": {"name": f"fn_{canary}", "parameters": schema}}]
-    recording = Recording()
+    recording = RecordingTransport()
     with SecureChatClient(config, http=httpx.Client(transport=recording, timeout=60)) as sdk:
         fmt = {"type": "json_schema", "json_schema": {"name": canary, "schema": schema}}
         structured = sdk.complete("x", response_format=fmt)
@@ -140,6 +127,6 @@ def test_no_schema_tool_name_or_argument_reaches_the_host(ray_app: LocalApp, con
     assert (
         called.choices[0].tool_calls[0].name == f"fn_{canary}" and canary in called.choices[0].tool_calls[0].arguments
     )
-    assert canary.encode() not in recording.seen
+    assert canary.encode() not in recording.traffic
     hits = [str(p) for p in ray_app.session_dir.rglob("*") if p.is_file() and canary.encode() in p.read_bytes()]
     assert hits == []  # no log, metric or spill file of any Ray process holds it

@@ -29,7 +29,7 @@ from securechat.envelope import Envelope
 from securechat.keys import Suite
 from securechat.proxy.app import create_proxy_app
 from securechat.transparency import DEFAULT_ORIGIN, NoteSigner, ReleaseLog, SignatureType, SqliteLogStore
-from tests.client_harness import serve_asgi
+from tests.client_harness import RecordingTransport, serve_asgi
 from tests.ray_harness import APP_ARGS, MAIN_REGION, emulator_ark_path, pinned_client_config, platform_root_path
 
 pytestmark = pytest.mark.ray
@@ -49,22 +49,6 @@ def client_config(
         root_public_key_path=Path(f"{platform_root_path(securechat_cache_dir)}.pub"),
         snp_ark_path=emulator_ark_path(securechat_cache_dir),
     )
-
-
-class Recording(httpx.BaseTransport):
-    """Records every byte the client sends to and receives from the service."""
-
-    def __init__(self) -> None:
-        self.inner = httpx.HTTPTransport()
-        self.sent = bytearray()
-        self.received = bytearray()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.sent += request.read()
-        response = self.inner.handle_request(request)
-        body = response.read()
-        self.received += body
-        return httpx.Response(response.status_code, headers=response.headers, content=body)
 
 
 def test_sdk_verifies_every_worker_and_reads_its_answer(client_config: ClientConfig) -> None:
@@ -88,7 +72,7 @@ def test_the_app_offers_only_post_quantum_keys(ray_app: LocalApp, client_config:
     documents = answer.json()["documents"]
     assert len(documents) == 2
     assert {key["suite"] for document in documents for key in document["public_keys"]} == {hybrid}
-    recording = Recording()
+    recording = RecordingTransport()
     with SecureChatClient(client_config, httpx.Client(transport=recording, timeout=60)) as client:
         assert client.complete("Hi", max_new_tokens=4).metrics["output_tokens"] == 4
     sent = json.loads(recording.sent[recording.sent.index(b'{"tenant_id"') :])
@@ -152,7 +136,7 @@ def test_host_side_never_handles_the_prompt_or_answer_in_the_clear(
     ray_app: LocalApp, client_config: ClientConfig
 ) -> None:
     canary = f"CANARY{uuid.uuid4().hex}"
-    recording = Recording()
+    recording = RecordingTransport()
     with SecureChatClient(client_config, http=httpx.Client(transport=recording, timeout=60)) as client:
         answer = client.chat(f"Repeat after me: {canary}", max_new_tokens=16, temperature=0.9, seed=4)
     assert answer and canary.encode() not in recording.sent and canary.encode() not in recording.received

@@ -16,7 +16,7 @@ from securechat.client import ResponseFailed, SecureChatClient
 from securechat.engine.batched import BatchedEngine, BatchedEngineConfig
 from securechat.structured.spec import InvalidOutputSpec
 from securechat.tiny_model import TINY_MODEL_NAME
-from tests.client_harness import LocalService, TrustFiles, make_worker, serve_gateway
+from tests.client_harness import LocalService, RecordingTransport, TrustFiles, make_worker, serve_gateway
 
 SCHEMA = {
     "type": "object",
@@ -131,26 +131,13 @@ def test_the_worker_refuses_sealed_what_slipped_past_a_client(
     assert refused.value.detail["param"] == "response_format.json_schema.schema.uniqueItems"
 
 
-class Recording(httpx.BaseTransport):
-    def __init__(self) -> None:
-        self.inner = httpx.HTTPTransport()
-        self.seen = bytearray()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.seen += request.read()
-        response = self.inner.handle_request(request)
-        body = response.read()
-        self.seen += body
-        return httpx.Response(response.status_code, headers=response.headers, content=body)
-
-
 def test_schemas_tool_names_and_arguments_never_reach_the_host(
     service: LocalService, trust: TrustFiles, caplog: pytest.LogCaptureFixture
 ) -> None:
     canary = f"canary{uuid.uuid4().hex[:12]}"
     schema = {"type": "object", "properties": {canary: {"const": canary}}, "required": [canary]}
     tools = [{"type": "function", "function": {"name": f"fn_{canary}", "parameters": schema}}]
-    recording = Recording()
+    recording = RecordingTransport()
     http = httpx.Client(transport=recording, timeout=60)
     with caplog.at_level(logging.DEBUG), SecureChatClient(trust.client_config(service.url), http=http) as client:
         structured = client.complete(
@@ -159,7 +146,7 @@ def test_schemas_tool_names_and_arguments_never_reach_the_host(
         called = client.complete("x", tools=tools, tool_choice="required", parallel_tool_calls=False)
     assert json.loads(structured.text) == {canary: canary}  # the answer holds the canary: it was used
     assert called.choices[0].tool_calls[0].name == f"fn_{canary}"
-    assert canary.encode() not in recording.seen  # requests and answers crossed the host as ciphertext only
+    assert canary.encode() not in recording.traffic  # requests and answers crossed the host as ciphertext only
     assert "request_done" in caplog.text and "client_request_sent" in caplog.text  # the logs were captured
     assert canary not in caplog.text  # no log line, on any side of the host, names it
 

@@ -19,25 +19,11 @@ from securechat.client import ClientConfig, SecureChatClient
 from securechat.client.collections import DocumentFile
 from securechat.client.keyring import Keyring
 from securechat.rag.documents.model import PDF
+from tests.client_harness import RecordingTransport
 from tests.rag_harness import BREAD, TAXES, TRAINS
 from tests.ray_harness import APP_ARGS, BATCHED_REGION, emulator_ark_path, pinned_client_config, platform_root_path
 
 pytestmark = pytest.mark.ray
-
-
-class Recording(httpx.BaseTransport):
-    """Every byte the client sends and receives (what the host handles on the wire)."""
-
-    def __init__(self) -> None:
-        self.inner = httpx.HTTPTransport()
-        self.traffic = bytearray()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.traffic += request.read()
-        response = self.inner.handle_request(request)
-        body = response.read()
-        self.traffic += body
-        return httpx.Response(response.status_code, headers=response.headers, content=body)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +93,7 @@ def test_a_canary_in_a_document_never_reaches_the_host_in_the_clear(
 ) -> None:
     canary, pdf_canary = f"CANARY{uuid.uuid4().hex}", f"CANARY{uuid.uuid4().hex}"
     pdf = to_pdf("Alarm codes", [Sect("Backup panel", (f"The backup alarm panel code is {pdf_canary}.",))])
-    recording = Recording()
+    recording = RecordingTransport()
     http = httpx.Client(transport=recording, timeout=60)
     with SecureChatClient(config, http=http, keyring=Keyring(tmp_path / "keyring.json")) as sdk:
         cid = sdk.collections.create().collection_id
