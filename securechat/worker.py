@@ -183,42 +183,21 @@ class EnclaveWorker:
             max_new_tokens = self._max_new_tokens
         request_id = envelope.header.request_id
         if self.state not in (WorkerState.READY, WorkerState.BUSY, WorkerState.STREAMING):
-            self._observer.request_failed(ErrorCode.NO_WORKER)
-            yield encode_frame(make_error_frame(ErrorCode.NO_WORKER, request_id))
+            yield self._refusal(ErrorCode.NO_WORKER, request_id)
             return
         if envelope.header.region != self.region:  # a request only ever runs in the region its sender chose
-            self._observer.request_failed(ErrorCode.INVALID_ENVELOPE)
-            yield encode_frame(make_error_frame(ErrorCode.INVALID_ENVELOPE, request_id))
+            yield self._refusal(ErrorCode.INVALID_ENVELOPE, request_id)
             return
         try:
             opened = open_request(envelope, self._keys)
         except InvalidCiphertext:
-            log_event(
-                logger,
-                "envelope_refused",
-                level=logging.WARNING,
-                request_id=request_id,
-                worker_id=self.worker_id,
-                error_code=ErrorCode.INVALID_ENVELOPE.value,
-            )
-            self._observer.request_failed(ErrorCode.INVALID_ENVELOPE)
-            yield encode_frame(make_error_frame(ErrorCode.INVALID_ENVELOPE, request_id))
+            yield self._refusal(ErrorCode.INVALID_ENVELOPE, request_id, logged=True)
             return
         # After opening: only an authenticated header may take a place in the replay memory.
         header = opened.header
         verdict = self._replay.admit(header.tenant_id, request_id, header.expires_at)
         if verdict is not ReplayVerdict.ADMITTED:
-            log_event(
-                logger,
-                "envelope_refused",
-                level=logging.WARNING,
-                request_id=request_id,
-                worker_id=self.worker_id,
-                error_code=ErrorCode.REPLAYED_ENVELOPE.value,
-                reason=verdict.value,
-            )
-            self._observer.request_failed(ErrorCode.REPLAYED_ENVELOPE)
-            yield encode_frame(make_error_frame(ErrorCode.REPLAYED_ENVELOPE, request_id))
+            yield self._refusal(ErrorCode.REPLAYED_ENVELOPE, request_id, logged=True, reason=verdict.value)
             return
         mode = envelope.header.mode
         if mode == "plain":
@@ -227,8 +206,7 @@ class EnclaveWorker:
                     yield item
             return
         if self._collections is None or mode not in COLLECTION_MODES:
-            self._observer.request_failed(ErrorCode.MODE_NOT_SUPPORTED)
-            yield encode_frame(make_error_frame(ErrorCode.MODE_NOT_SUPPORTED, request_id))
+            yield self._refusal(ErrorCode.MODE_NOT_SUPPORTED, request_id)
             return
         self._enter()
         try:
@@ -245,8 +223,7 @@ class EnclaveWorker:
                 sealer = self._sealer(opened.dek, request_id)
                 yield encode_frame(sealer.start_frame) + self._refuse_sealed(sealer, refused.invalid)
                 return
-            self._observer.request_failed(refused.code)
-            yield encode_frame(make_error_frame(refused.code, request_id))
+            yield self._refusal(refused.code, request_id)
             return
         finally:
             self._leave(streaming=False)
@@ -261,6 +238,22 @@ class EnclaveWorker:
         async with self._slots, aclosing(_after(start, generated)) as items:
             async for item in items:
                 yield item
+
+    def _refusal(self, code: ErrorCode, request_id: str, *, logged: bool = False, **fields: str) -> bytes:
+        """A refusal in the clear (nothing was sealed yet): counted, logged as ``envelope_refused`` when
+        ``logged``, as one error frame of wire bytes."""
+        if logged:
+            log_event(
+                logger,
+                "envelope_refused",
+                level=logging.WARNING,
+                request_id=request_id,
+                worker_id=self.worker_id,
+                error_code=code.value,
+                **fields,
+            )
+        self._observer.request_failed(code)
+        return encode_frame(make_error_frame(code, request_id))
 
     def _sealer(self, dek: bytes, request_id: str) -> ResponseSealer:
         # A fresh salt: this run's key is never reused.
