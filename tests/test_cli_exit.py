@@ -94,7 +94,14 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path: Path) -> None:
         process = _securechat("chat", "Hi", *flags)
         deadline = time.monotonic() + 30
         silent.settimeout(30)
-        connection, _ = silent.accept()  # the client is now blocked on the attestation request
+        connection, _ = silent.accept()
+        request = b""
+        while b"\r\n\r\n" not in request:  # the attestation request has been sent, whole
+            request += connection.recv(65536)
+        # Now the client is (about to be) blocked reading the answer. A SIGINT that lands in the few bytecodes
+        # before that read starts is noted but acted on only when the read returns (CPython checks signals between
+        # bytecodes and on EINTR), so the signal is sent once it is surely inside the read.
+        time.sleep(0.2)
         assert time.monotonic() < deadline
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
