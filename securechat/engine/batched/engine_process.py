@@ -24,6 +24,7 @@ type) when a step raised (the child then exits).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import subprocess
@@ -59,6 +60,7 @@ class EngineProcess(EngineCoreClient):
         self._conn: Connection | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
+        self._stopping = False  # set by stop(): the child's end of the pipe closing is then expected
         self._lock = threading.Lock()  # orders "dead?" + register + send against "mark dead" + fail all
         self._send_lock = threading.Lock()  # a Connection is not safe for concurrent senders
         self._dead = False
@@ -109,6 +111,7 @@ class EngineProcess(EngineCoreClient):
         process = self._process
         if process is None:
             return
+        self._stopping = True
         with contextlib.suppress(OSError):
             self._send(("stop",))
         try:
@@ -147,13 +150,25 @@ class EngineProcess(EngineCoreClient):
                     self._num_free_slots = message[1]
                 elif message[0] == "rejected":
                     self.router.fail_one(message[1], str(message[2]))
-                else:  # "failed"
-                    log_event(logger, "engine_failed", engine="batched", error_code=str(message[1]))
+                else:  # "failed": the exception's type name
+                    log_event(
+                        logger, "engine_failed", level=logging.ERROR, engine="batched", error_code=str(message[1])
+                    )
                     self._mark_dead(str(message[1]))
                     return
         except (EOFError, OSError):
             if not self.ready.done():
                 self.ready.set_exception(EngineLoadFailed("engine_process_exited"))
+            elif not self._stopping:  # the child died (killed, or crashed in native code)
+                returncode = self._process.poll() if self._process is not None else None
+                log_event(
+                    logger,
+                    "engine_failed",
+                    level=logging.ERROR,
+                    engine="batched",
+                    error_code="engine_process_exited",
+                    reason=f"returncode:{returncode}",
+                )
             self._mark_dead("engine_process_exited")
 
     def _mark_dead(self, error_code: str) -> None:
