@@ -62,8 +62,10 @@ class Scheduler:
         admitted: list[Sequence] = []
         while self.waiting:
             # A group of choices (n > 1) comes in together, so its prompt is prefilled once; one larger than
-            # the batch can ever be comes in as far as it fits, and the rest prefill on their own.
-            need = min(self.waiting[0].group_size, self.slots.num_slots, self.max_batch_size)
+            # the batch can ever be comes in as far as it fits, and the rest prefill on their own. So do members
+            # that are not here: still on their way to the engine process (its messages come one at a time,
+            # and it may step between them), or aborted.
+            need = min(self._members_waiting(), self.slots.num_slots, self.max_batch_size)
             if self.slots.num_free < need or len(self.running) + need > self.max_batch_size:
                 break
             for _ in range(need):
@@ -77,6 +79,16 @@ class Scheduler:
         if self.running:
             return ScheduledBatch(list(self.running), is_prefill=False)
         return None
+
+    def _members_waiting(self) -> int:
+        """How many of the first waiting sequence's group wait right behind it (itself included)."""
+        leader = self.waiting[0]
+        members = 1
+        while members < min(leader.group_size, len(self.waiting)):
+            if self.waiting[members].prefill_from != leader.seq_id:
+                break
+            members += 1
+        return members
 
     def postprocess(self, seqs: list[Sequence], token_ids: list[int]) -> list[Sequence]:
         """Append each sequence's new token; retire those that hit EOS or their budget. Returns the retired."""
